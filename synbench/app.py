@@ -1,0 +1,126 @@
+"""The Hydra entry point: wires config -> data -> encoder -> probe -> metrics -> tracking. No logic lives here
+beyond the order of the steps; each step's module owns its checks and its errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from synbench.config import check_config, flat_params, job_hash, resolve_device
+from synbench.data import GaussianMixture, Split
+from synbench.encoders import Precision, embed_mixture
+from synbench.encoders.cache import EmbeddingCache
+from synbench.metrics import MetricInputs
+from synbench.probes import check_epsilons
+from synbench.tracking import TrackingError, write_local_results
+from synbench.tracking.mlflow_run import ui_command
+from synbench.tracking.sweep import tracker_from
+
+log = logging.getLogger("synbench")
+
+USER_ERRORS = (ValueError, TrackingError)  # bad config, model, checkpoint, data or tracking URI (EncoderError too)
+
+
+def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = None) -> dict:
+    """Run one job; returns the summary (also in ``output_dir/results.json`` and the MLflow run)."""
+    output_dir = Path(output_dir)
+    # 1. cheap checks of everything, before any heavy work or any MLflow run exists
+    check_config(cfg)
+    eps = check_epsilons(cfg.epsilon.grid)
+    device = resolve_device(cfg.device)
+    precision = Precision(cfg.embed.precision)
+    probe = instantiate(cfg.probe)
+    metrics = [instantiate(node) for node in cfg.metrics.values()]
+    tracker = tracker_from(cfg)
+    tracker.connect()
+    encoder = instantiate(cfg.model).to(device)
+    if cfg.embed.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    if cfg.embed.compile:
+        encoder.backbone.compile()
+    m = cfg.mixture
+    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std, mean=m.mean,
+                              direction=m.direction, direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res,
+                              chunk_size=m.chunk_size)
+    mixture.mu("cpu")  # validates the direction before the run starts
+    scales = [float(s) for s in m.scales]
+    for metric in metrics:
+        metric.check(scales, mixture)
+
+    job = {"config_hash": job_hash(cfg), "device": str(device), "encoder": encoder.identity,
+           "num_features": encoder.num_features, "output_dir": str(output_dir)}
+    tags = {"synbench.kind": "job", "synbench.model": cfg.model.name, "synbench.config_hash": job["config_hash"],
+            "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"]}
+    run_name = cfg.tracking.run_name or _default_run_name(cfg)
+    with tracker.job_run(run_name, flat_params(cfg), tags) as mlrun:
+        # 2. the one embedding pass, shared by every metric
+        cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
+        emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
+                            cfg.embed.batch_size, device, precision, cfg.embed.channels_last, cache, cfg.progress)
+        # 3. metrics
+        inputs = MetricInputs(emb, encoder, mixture, probe, eps, cfg.seed)
+        t0 = time.perf_counter()
+        results = [metric.compute(inputs) for metric in metrics]
+        job.update(embed_seconds=emb.seconds, images_embedded=emb.images_embedded,
+                   metric_seconds=time.perf_counter() - t0, run_id=mlrun.run_id)
+        # 4. local files first (kept whatever MLflow does next), then MLflow
+        files = write_local_results(output_dir, job, results)
+        log.info("results written to %s", output_dir / "results.json")
+        for result in results:
+            mlrun.log_result(result)
+        mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
+                           "job/metric_seconds": job["metric_seconds"]})
+        mlrun.log_files(files, output_dir)
+        if hydra_dir is not None:
+            mlrun.log_dir(Path(hydra_dir), "hydra")
+    summary = {**job, "scalars": {f"{r.name}/{k}": v for r in results for k, v in r.scalars.items()},
+               "run_url": tracker.run_url(mlrun)}
+    _print_summary(summary, tracker, results)
+    return summary
+
+
+def _default_run_name(cfg: DictConfig) -> str:
+    try:
+        overrides = HydraConfig.get().job.override_dirname
+    except ValueError:  # composed outside a Hydra app (tests, notebooks)
+        overrides = ""
+    return f"{cfg.model.name} {overrides}".strip()
+
+
+def _print_summary(summary: dict, tracker, results) -> None:
+    lines = ["", "SynBench job finished"]
+    for r in results:
+        for key in ("score", "best_eps"):
+            if key in r.scalars:
+                lines.append(f"  {r.name}/{key}: {r.scalars[key]:.4f}")
+    lines.append(f"  results: {summary['output_dir']}/results.json")
+    lines.append(f"  MLflow run: {summary['run_url']}")
+    if tracker.is_local:
+        lines.append(f"  open the UI: {ui_command(tracker.uri)}")
+    print("\n".join(lines), flush=True)
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at the repository root
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    try:
+        run(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
+    except USER_ERRORS as err:  # bad input: one line, no traceback, when there is one job
+        log.error("%s", err)
+        if hc.mode == RunMode.RUN:
+            raise SystemExit(f"synbench: error: {err}") from None
+        raise
+    except Exception:
+        log.exception("job failed")
+        raise

@@ -1,0 +1,194 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore, and the pre-flight checks.
+
+The values live in ``conf/``; these dataclasses only say what type each knob has, so a typo or a wrong type
+fails at compose time. Each group YAML starts with ``defaults: [base_<group>]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
+
+
+@dataclass
+class ModelConf:
+    _target_: str = MISSING  # a builder returning a synbench.encoders.Encoder
+    name: str = MISSING  # timm model name
+    pretrained: bool = MISSING  # false: seeded random init (said explicitly, never a fallback)
+    checkpoint: Optional[str] = None  # local weights file; overrides the hub
+    normalize: str = MISSING  # model | imagenet
+    init_seed: int = MISSING
+
+
+@dataclass
+class MixtureConf:
+    scales: list[float] = MISSING
+    n_train: int = MISSING
+    n_test: int = MISSING
+    prior: float = MISSING
+    noise_std: float = MISSING
+    mean: float = MISSING  # pixel offset of both classes (paper: 0.5)
+    direction: str = MISSING  # ones | random | lowfreq
+    direction_seed: int = MISSING
+    lowfreq_res: int = MISSING
+    chunk_size: int = MISSING  # samples per seeded chunk: fixes the data whatever the batch size
+
+
+@dataclass
+class EpsilonConf:
+    grid: list[float] = MISSING  # relative radii eps in [0, 1)
+
+
+@dataclass
+class RobustBayesConf:
+    _target_: str = "synbench.probes.RobustBayesProbe"
+    eig_floor: float = MISSING
+
+
+@dataclass
+class SynBenchMetricConf:
+    _target_: str = "synbench.metrics.synbench_score.SynBenchScore"
+    thresholds: list[float] = MISSING
+    headline: float = MISSING
+    grid_start: float = MISSING
+    grid_stop: float = MISSING
+    grid_num: int = MISSING
+
+
+@dataclass
+class TrackingConf:
+    uri: str = MISSING
+    experiment: str = MISSING
+    artifact_location: Optional[str] = None  # used when the experiment is created
+    run_name: Optional[str] = None  # default: model name + overrides
+    connect_timeout_s: float = MISSING
+
+
+@dataclass
+class EmbedConf:
+    batch_size: int = MISSING
+    precision: str = MISSING  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = MISSING
+    channels_last: bool = MISSING
+
+
+@dataclass
+class CacheConf:
+    enabled: bool = MISSING
+    dir: str = MISSING
+
+
+@dataclass
+class PathsConf:
+    outputs: str = MISSING
+
+
+@dataclass
+class Config:
+    model: ModelConf = MISSING
+    mixture: MixtureConf = MISSING
+    epsilon: EpsilonConf = MISSING
+    probe: Any = MISSING
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tracking: TrackingConf = MISSING
+    embed: EmbedConf = MISSING
+    cache: CacheConf = MISSING
+    paths: PathsConf = MISSING
+    seed: int = MISSING
+    device: str = MISSING  # auto | cpu | cuda | cuda:N
+    progress: bool = MISSING
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="model", name="base_model", node=ModelConf)
+    cs.store(group="mixture", name="base_mixture", node=MixtureConf)
+    cs.store(group="epsilon", name="base_epsilon", node=EpsilonConf)
+    cs.store(group="probe", name="base_robust_bayes", node=RobustBayesConf)
+    cs.store(group="metrics", name="base_synbench", node=SynBenchMetricConf)
+    cs.store(group="tracking", name="base_tracking", node=TrackingConf)
+
+
+register()
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks of the data side of a job, before any model is loaded; one line per problem."""
+    mix = cfg.mixture
+    scales = list(mix.scales)
+    if not scales:
+        raise ValueError("mixture.scales is empty; give an increasing list of positive scales, e.g. [0.5, 1.0, 2.0]")
+    if any(s < 0 for s in scales):
+        raise ValueError(f"mixture.scales={scales} has a negative scale; scales are >= 0")
+    if any(b <= a for a, b in zip(scales, scales[1:])):
+        raise ValueError(f"mixture.scales={scales} is not strictly increasing; sort it and drop repeats")
+    for key in ("n_train", "n_test", "chunk_size"):
+        if int(mix[key]) <= 0:
+            raise ValueError(f"mixture.{key}={mix[key]} must be a positive integer")
+    if min(int(mix.n_train), int(mix.n_test)) < 4:
+        raise ValueError(f"mixture.n_train={mix.n_train}, n_test={mix.n_test}: need at least 4 samples per split")
+    if not 0.0 < float(mix.prior) < 1.0:
+        raise ValueError(f"mixture.prior={mix.prior} must be in (0, 1)")
+    if not float(mix.noise_std) > 0:
+        raise ValueError(f"mixture.noise_std={mix.noise_std} must be > 0")
+    if int(mix.lowfreq_res) <= 0:
+        raise ValueError(f"mixture.lowfreq_res={mix.lowfreq_res} must be a positive integer")
+    if int(cfg.embed.batch_size) <= 0:
+        raise ValueError(f"embed.batch_size={cfg.embed.batch_size} must be a positive integer")
+    if not cfg.metrics:
+        raise ValueError("metrics is empty; select at least one, e.g. metrics=[synbench]")
+
+
+# Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
+NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "embed.batch_size", "embed.compile",
+                     "embed.channels_last")
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def flat_params(cfg: DictConfig) -> dict[str, object]:
+    """The resolved config flattened to dotted keys (``model.name``), lists as strings: MLflow params."""
+    out: dict[str, object] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node if isinstance(node, (int, float, bool, str)) or node is None else str(node)
+
+    walk(resolved(cfg), "")
+    return out
+
+
+def job_hash(cfg: DictConfig) -> str:
+    """A stable hash of what the job computes (for resume and cache lookups across sweeps)."""
+    flat = flat_params(cfg)
+    keep = {k: v for k, v in flat.items()
+            if not any(k == p or k.startswith(p + ".") for p in NON_IDENTITY_KEYS)}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device={name!r} is not a device; valid: auto, cpu, cuda, cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
+    return device

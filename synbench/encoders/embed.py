@@ -1,0 +1,105 @@
+"""The one embedding pass every metric shares: mixture samples per scale -> features, on the device.
+
+Pixels are generated on the device batch by batch and fed straight to the model (bf16 autocast on CUDA);
+features land in a preallocated device tensor, so nothing goes back to the host inside the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from synbench.data import GaussianMixture, Split
+from synbench.encoders.base import Encoder, Precision
+from synbench.encoders.cache import EmbeddingCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    """Features of the train and test sets at every scale: ``z[split]`` is [S, n, D], ``y[split]`` is [S, n]."""
+
+    scales: list[float]
+    z: dict[Split, torch.Tensor]
+    y: dict[Split, torch.Tensor]
+    images_embedded: int  # forward passes actually run (0 when everything came from the cache)
+    seconds: float
+
+
+def embed_stream(encoder: Encoder, mixture: GaussianMixture, scale: float, split: Split, n: int, seed: int,
+                 batch_size: int, device: torch.device, precision: Precision, channels_last: bool):
+    """Embed ``n`` samples of one (scale, split); returns (features [n, D] float32, labels [n])."""
+    z = torch.empty((n, encoder.num_features), dtype=torch.float32, device=device)
+    y = torch.empty(n, dtype=torch.long, device=device)
+    dtype = precision.autocast_dtype(device)
+    start = 0
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for x, labels in mixture.stream(scale, split, n, seed, batch_size, device):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            stop = start + len(labels)
+            z[start:stop] = encoder(x).float()
+            y[start:stop] = labels
+            start = stop
+    return z, y
+
+
+def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float], n: dict[Split, int],
+                  seed: int, batch_size: int, device: torch.device, precision: Precision,
+                  channels_last: bool = False, cache: EmbeddingCache | None = None,
+                  progress: bool = True) -> Embeddings:
+    """Embed train and test sets at every scale, reusing cached scales; halves the batch on CUDA OOM."""
+    t0 = time.perf_counter()
+    z = {split: [] for split in n}
+    y = {split: [] for split in n}
+    embedded = 0
+    bar = tqdm(scales, desc="embed", unit="scale", disable=None if progress else True)
+    for scale in bar:
+        key = cache_key(encoder, mixture, scale, n, seed, device, precision)
+        hit = cache.get(key, device) if cache is not None else None
+        if hit is None:
+            hit = {}
+            for split, count in n.items():
+                while True:
+                    try:
+                        hit[f"z_{split.value}"], hit[f"y_{split.value}"] = embed_stream(
+                            encoder, mixture, scale, split, count, seed, batch_size, device, precision,
+                            channels_last)
+                        break
+                    except torch.cuda.OutOfMemoryError:
+                        if batch_size == 1:
+                            raise
+                        batch_size = max(1, batch_size // 2)
+                        torch.cuda.empty_cache()
+                        log.warning("CUDA out of memory: retrying with batch size %d", batch_size)
+                embedded += count
+            if cache is not None:
+                cache.put(key, hit)
+        for split in n:
+            z[split].append(hit[f"z_{split.value}"])
+            y[split].append(hit[f"y_{split.value}"])
+        bar.set_postfix(scale=f"{scale:g}")
+    return Embeddings(scales=list(scales), z={s: torch.stack(v) for s, v in z.items()},
+                      y={s: torch.stack(v) for s, v in y.items()}, images_embedded=embedded,
+                      seconds=time.perf_counter() - t0)
+
+
+def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[Split, int], seed: int,
+              device: torch.device, precision: Precision) -> dict:
+    """Everything that determines one scale's features; batch size is deliberately absent (chunks are seeded)."""
+    dtype = precision.autocast_dtype(device)
+    return {
+        "encoder": encoder.identity,
+        "mixture": asdict(mixture),
+        "scale": float(scale),
+        "n": {split.value: int(count) for split, count in n.items()},
+        "seed": int(seed),
+        "device": device.type,
+        "autocast": str(dtype) if dtype else "fp32",
+        "torch": torch.__version__.split("+")[0],
+    }

@@ -1,0 +1,84 @@
+"""The typed result every metric returns, and the inputs every metric may draw on.
+
+Tracking logs a ``MetricResult`` generically: ``scalars`` as metrics, ``curves`` as step metrics (with their
+x grid), ``tables`` as JSON, ``plots`` rendered as line charts, ``params`` as run params. A new metric adds a
+module here and a YAML under ``conf/metrics/``; nothing in the entry point or in tracking changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from synbench.data import GaussianMixture
+from synbench.encoders import Embeddings, Encoder
+from synbench.probes import RobustBayesProbe
+
+
+@dataclass
+class Curve:
+    """y over an x grid; logged as step metrics (step = index into ``x``)."""
+
+    x_name: str
+    x: list[float]
+    y: list[float]
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+    style: str = "-"
+
+
+@dataclass
+class Plot:
+    """A line chart, described as data so that metrics stay free of plotting code."""
+
+    name: str  # artifact file stem, e.g. "synbench_accuracy_vs_scale"
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series]
+
+
+@dataclass
+class MetricResult:
+    name: str
+    scalars: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
+    tables: dict[str, dict] = field(default_factory=dict)
+    plots: list[Plot] = field(default_factory=list)
+    params: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "scalars": self.scalars,
+            "params": self.params,
+            "curves": {k: {"x_name": c.x_name, "x": c.x, "y": c.y} for k, c in self.curves.items()},
+            "tables": self.tables,
+        }
+
+
+@dataclass
+class MetricInputs:
+    """What a job hands its metrics: the one embedding pass, plus the encoder and data for metrics that
+    must go back through the model (attacks, noise paths)."""
+
+    embeddings: Embeddings
+    encoder: Encoder
+    mixture: GaussianMixture
+    probe: RobustBayesProbe
+    epsilons: list[float]
+    seed: int
+
+
+class Metric(Protocol):
+    name: str
+
+    def check(self, scales: list[float], mixture: GaussianMixture) -> None:
+        """Raise a one-line ValueError before any heavy work if this metric cannot be computed."""
+
+    def compute(self, inputs: MetricInputs) -> MetricResult: ...
