@@ -11,10 +11,9 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from synbench.config import check_config, flat_params, job_hash, resolve_device
+from synbench.config import build, check_config, flat_params, job_hash, resolve_device
 from synbench.data import GaussianMixture, Split
 from synbench.encoders import Precision, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
@@ -37,11 +36,11 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     eps = check_epsilons(cfg.epsilon.grid)
     device = resolve_device(cfg.device)
     precision = Precision(cfg.embed.precision)
-    probe = instantiate(cfg.probe)
-    metrics = [instantiate(node) for node in cfg.metrics.values()]
+    probe = build(cfg.probe)
+    metrics = [build(node) for node in cfg.metrics.values()]
     tracker = tracker_from(cfg)
     tracker.connect()
-    encoder = instantiate(cfg.model).to(device)
+    encoder = build(cfg.model).to(device)
     if cfg.embed.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     if cfg.embed.compile:

@@ -192,3 +192,17 @@ def resolve_device(name: str):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
     return device
+
+
+def build(node: DictConfig):
+    """``hydra.utils.instantiate`` that surfaces the target's own error (a one-line ValueError, say) instead of
+    Hydra's multi-line wrapper, so bad input reads the same whether it is caught in the config or the builder."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
+        raise

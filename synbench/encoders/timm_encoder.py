@@ -10,6 +10,7 @@ from pathlib import Path
 import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
+from timm.models import load_state_dict
 
 from synbench.encoders.base import Encoder, EncoderError
 
@@ -49,28 +50,21 @@ def load_timm_encoder(name: str, pretrained: bool, checkpoint: str | None, norma
     check_timm_model(name, checkpoint, normalize)
     if checkpoint is not None:
         path = Path(checkpoint).resolve()
-        try:
-            backbone = timm.create_model(name, pretrained=True, num_classes=0,
-                                         pretrained_cfg_overlay=dict(file=str(path)))
-        except (RuntimeError, KeyError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EncoderError(f"model.checkpoint={checkpoint!r} does not match architecture {name!r}: {first}") from err
+        backbone = _seeded_model(name, init_seed)
+        _load_strict(backbone, path, name)
         weights = f"file:sha256:{file_sha256(path)}"
     elif pretrained:
         try:
             backbone = timm.create_model(name, pretrained=True, num_classes=0)
         except Exception as err:  # hub/network/missing-weights errors come in many types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EncoderError(
-                f"could not load pretrained weights for model.name={name!r} from the timm hub ({first}); "
+                f"could not load pretrained weights for model.name={name!r} from the timm hub ({_first_line(err)}); "
                 f"pass a local file with model.checkpoint=/path/file.safetensors, "
                 f"or set model.pretrained=false for a random init") from err
         cfg = backbone.pretrained_cfg
         weights = f"hub:{cfg.get('hf_hub_id') or cfg.get('url') or name}:{cfg.get('tag') or ''}"
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        backbone = _seeded_model(name, init_seed)
         weights = f"random-init:seed={init_seed}"
         log.warning("model %s has RANDOM weights (model.pretrained=false)", name)
 
@@ -89,3 +83,38 @@ def load_timm_encoder(name: str, pretrained: bool, checkpoint: str | None, norma
         "std": [float(v) for v in std],
     }
     return Encoder(backbone.eval(), data_cfg["input_size"], mean, std, backbone.num_features, identity)
+
+
+def _seeded_model(name: str, init_seed: int) -> torch.nn.Module:
+    """A random-init model whose weights depend on ``init_seed`` only (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+def _load_strict(backbone: torch.nn.Module, path: Path, name: str) -> None:
+    """Load a timm-format state dict; every backbone key must match (classifier keys are dropped).
+
+    timm's own pretrained path only warns on mismatched keys, which would leave a silently random model.
+    """
+    try:
+        state = load_state_dict(str(path))
+    except Exception as err:
+        raise EncoderError(f"model.checkpoint={str(path)!r} is not a readable state dict: {_first_line(err)}") from err
+    heads = backbone.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    own = backbone.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not any(k.startswith(h + ".") for h in heads)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if keys]
+        raise EncoderError(f"model.checkpoint={str(path)!r} does not match architecture {name!r}: {'; '.join(parts)}")
+    backbone.load_state_dict(state, strict=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

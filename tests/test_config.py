@@ -1,0 +1,87 @@
+"""Config composition, typing and the pre-flight checks (no model, no MLflow)."""
+
+import pytest
+from omegaconf import OmegaConf
+from hydra.errors import ConfigCompositionException
+
+from synbench.config import check_config, job_hash, resolve_device
+from synbench.probes import check_epsilons
+from tests.conftest import make_cfg
+
+
+def test_default_config_composes_every_group(tmp_path):
+    cfg = make_cfg(tmp_path)
+    assert cfg.model.name == "test_vit" and cfg.model.pretrained is False
+    assert cfg.probe._target_.endswith("RobustBayesProbe")
+    assert list(cfg.metrics) == ["synbench"]
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert cfg.cache.dir == f"{tmp_path}/cache/embeddings"
+    check_config(cfg)
+
+
+def test_paper_experiment_is_the_published_protocol(tmp_path):
+    with pytest.raises(Exception):  # the override must be explicit about replacing the null experiment
+        make_cfg(tmp_path, "+experiment=paper_vit_b16")
+    from hydra import compose, initialize_config_dir
+    from synbench.app import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper_vit_b16"])
+    assert cfg.model.name == "vit_base_patch16_224" and cfg.model.pretrained is True
+    scales = list(cfg.mixture.scales)
+    assert len(scales) == 49 and scales[0] == 0.1 and scales[-1] == 4.9
+    assert all(abs(b - a - 0.1) < 1e-9 for a, b in zip(scales, scales[1:]))
+    assert cfg.mixture.n_train == cfg.mixture.n_test == 2048
+    assert cfg.mixture.prior == 0.5 and cfg.mixture.direction == "ones" and cfg.mixture.noise_std == 1.0
+    assert list(cfg.epsilon.grid)[:3] == [0.0, 0.1, 0.2]
+    assert list(cfg.metrics.synbench.thresholds) == [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
+
+
+@pytest.mark.parametrize("override", ["mixture.n_train=abc", "embed.batch_size=1.5", "model.nonexistent=1",
+                                      "metrics.synbench.grid_num=many"])
+def test_wrong_types_and_unknown_keys_fail_at_compose(tmp_path, override):
+    with pytest.raises(ConfigCompositionException):
+        make_cfg(tmp_path, override)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("mixture.scales=[]", "mixture.scales is empty"),
+    ("mixture.scales=[1.0,0.5,2.0]", "not strictly increasing"),
+    ("mixture.scales=[0.5,0.5,2.0]", "not strictly increasing"),
+    ("mixture.scales=[-1.0,2.0]", "negative"),
+    ("mixture.n_train=0", "mixture.n_train=0"),
+    ("mixture.n_test=-5", "mixture.n_test=-5"),
+    ("mixture.chunk_size=0", "mixture.chunk_size=0"),
+    ("mixture.prior=1.0", "mixture.prior=1.0"),
+    ("mixture.noise_std=0", "mixture.noise_std=0"),
+    ("embed.batch_size=0", "embed.batch_size=0"),
+    ("metrics=[]", "metrics is empty"),
+])
+def test_bad_values_get_one_line_errors(tmp_path, override, needle):
+    cfg = make_cfg(tmp_path, override)
+    with pytest.raises(ValueError) as err:
+        check_config(cfg)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("grid", [[1.0], [-0.1], [0.0, 1.5], []])
+def test_eps_outside_unit_interval_is_rejected(grid):
+    with pytest.raises(ValueError, match=r"\[0, 1\)|empty"):
+        check_epsilons(grid)
+
+
+def test_job_hash_tracks_what_is_computed_not_where(tmp_path):
+    base = job_hash(make_cfg(tmp_path))
+    assert job_hash(make_cfg(tmp_path / "elsewhere", "embed.batch_size=7", "device=cpu", "progress=true")) == base
+    assert job_hash(make_cfg(tmp_path, "seed=1")) != base
+    assert job_hash(make_cfg(tmp_path, "epsilon.grid=[0.0]")) != base
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device='gpu0'"):
+        resolve_device("gpu0")
+
+
+def test_every_knob_has_a_value_in_conf(tmp_path):
+    cfg = make_cfg(tmp_path)
+    assert not OmegaConf.missing_keys(cfg)
