@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Throughput of the raw model forward vs the embedding pass vs the whole SynBench job, same batch size.
+
+    python scripts/bench_embed.py                                  # CPU-sized defaults
+    python scripts/bench_embed.py --scales 8 --n 4096 --batch-size 512   # on a GPU
+
+Random-init weights (no download needed). Prints a Markdown table; --json writes the rows too.
+The job row is the whole ``synbench.app.run`` (model build, data generation, forward, probes, score,
+MLflow logging to a throwaway SQLite store, created before the clock starts), so its gap to the raw forward is everything that is not the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from synbench import app  # noqa: E402
+from synbench.config import build, resolve_device  # noqa: E402
+from synbench.data import GaussianMixture, Split  # noqa: E402
+from synbench.encoders import Precision, embed_mixture  # noqa: E402
+from synbench.tracking.sweep import tracker_from  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def raw_forward(encoder, batch, device, precision, reps, warmup):
+    """Images/s of the model forward alone on one resident batch (no data generation, no copies)."""
+    x = torch.randn((batch, *encoder.input_shape), device=device)
+    dtype = precision.autocast_dtype(device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for _ in range(warmup):
+            encoder(x)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            encoder(x)
+        sync(device)
+    return batch * reps, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 16 on CPU")
+    p.add_argument("--scales", type=int, default=None, help="scales in the job (default: 8 on CUDA, 2 on CPU)")
+    p.add_argument("--n", type=int, default=None, help="train = test samples per scale (default 2048 / 32)")
+    p.add_argument("--reps", type=int, default=None, help="raw-forward batches timed (default 20 / 4)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    batch = args.batch_size or (256 if gpu else 16)
+    n_scales = args.scales or (8 if gpu else 2)
+    n = args.n or (2048 if gpu else 32)
+    reps = args.reps or (20 if gpu else 4)
+    precision = Precision(args.precision)
+    scales = [round(0.6 * (i + 1), 3) for i in range(n_scales)]  # reaches past Phi^-1(0.99) for >= 4 scales
+    thresholds = "[0.6,0.7]" if max(scales) < 2.4 else "[0.6,0.7,0.99]"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [f"model={args.model}" if (ROOT / "conf/model" / f"{args.model}.yaml").exists()
+                     else f"model=timm", f"model.name={args.model}", "model.pretrained=false",
+                     f"mixture.scales=[{','.join(map(str, scales))}]", f"mixture.n_train={n}", f"mixture.n_test={n}",
+                     f"embed.batch_size={batch}", f"embed.precision={args.precision}", f"embed.compile={args.compile}",
+                     f"device={device}", "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
+                     "epsilon.grid=[0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]",
+                     f"metrics.synbench.thresholds={thresholds}"]
+        with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+
+        encoder = build(cfg.model).to(device)
+        if args.compile:
+            encoder.backbone.compile()
+        images, secs = raw_forward(encoder, batch, device, precision, reps, warmup=3 if gpu else 1)
+        rows = [("raw forward", images, secs)]
+
+        m = cfg.mixture
+        mixture = GaussianMixture(encoder.input_shape, m.prior, m.noise_std, m.mean, m.direction, m.direction_seed,
+                                  m.lowfreq_res, m.chunk_size)
+        emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, 0, batch, device, precision,
+                            progress=False)
+        sync(device)
+        rows.append(("embedding pass (generate + forward)", emb.images_embedded, emb.seconds))
+
+        tracker_from(cfg).connect()  # create + migrate the throwaway store first: a user's store already exists
+        t0 = time.perf_counter()
+        summary = app.run(cfg, Path(tmp) / "job")
+        sync(device)
+        rows.append(("whole SynBench job (app.run)", summary["images_embedded"], time.perf_counter() - t0))
+
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
+    dtype = precision.autocast_dtype(device)
+    print(f"\n{args.model} (random init), {name}, batch {batch}, "
+          f"{'bf16 autocast' if dtype else 'fp32'}{', compiled' if args.compile else ''}, "
+          f"{n_scales} scales x {2 * n} images, torch {torch.__version__}\n")
+    print("| stage | images | seconds | images/s | % of raw forward |")
+    print("|---|---:|---:|---:|---:|")
+    base = rows[0][1] / rows[0][2]
+    out = []
+    for stage, count, secs in rows:
+        rate = count / secs
+        print(f"| {stage} | {count} | {secs:.2f} | {rate:.1f} | {100 * rate / base:.0f}% |")
+        out.append({"stage": stage, "images": count, "seconds": secs, "images_per_s": rate})
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "model": args.model, "batch": batch, "rows": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
