@@ -33,7 +33,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     output_dir = Path(output_dir)
     # 1. cheap checks of everything, before any heavy work or any MLflow run exists
     check_config(cfg)
-    eps = check_epsilons(cfg.epsilon.grid)
+    check_epsilons(cfg.epsilon.grid)
     device = resolve_device(cfg.device)
     precision = Precision(cfg.embed.precision)
     probe = build(cfg.probe)
@@ -65,7 +65,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
                             cfg.embed.batch_size, device, precision, cfg.embed.channels_last, cache, cfg.progress)
         # 3. metrics
-        inputs = MetricInputs(emb, encoder, mixture, probe, eps, cfg.seed)
+        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed)
         t0 = time.perf_counter()
         results = [metric.compute(inputs) for metric in metrics]
         job.update(embed_seconds=emb.seconds, images_embedded=emb.images_embedded,

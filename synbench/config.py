@@ -51,16 +51,32 @@ class EpsilonConf:
 class RobustBayesConf:
     _target_: str = "synbench.probes.RobustBayesProbe"
     eig_floor: float = MISSING
+    eps: list[float] = MISSING
+
+
+@dataclass
+class RobustLogisticConf:
+    _target_: str = "synbench.probes.RobustLogisticProbe"
+    radius: float = MISSING  # representation-space radius the probe is trained against
+    norm: str = MISSING  # l2 | linf
+    weight_decay: float = MISSING
+    max_iter: int = MISSING
 
 
 @dataclass
 class SynBenchMetricConf:
     _target_: str = "synbench.metrics.synbench_score.SynBenchScore"
+    probe: RobustBayesConf = MISSING
     thresholds: list[float] = MISSING
     headline: float = MISSING
     grid_start: float = MISSING
     grid_stop: float = MISSING
     grid_num: int = MISSING
+
+
+@dataclass
+class ProbeAccuracyConf:
+    _target_: str = "synbench.metrics.probe_accuracy.ProbeAccuracy"
 
 
 @dataclass
@@ -114,7 +130,9 @@ def register() -> None:
     cs.store(group="mixture", name="base_mixture", node=MixtureConf)
     cs.store(group="epsilon", name="base_epsilon", node=EpsilonConf)
     cs.store(group="probe", name="base_robust_bayes", node=RobustBayesConf)
+    cs.store(group="probe", name="base_robust_logistic", node=RobustLogisticConf)
     cs.store(group="metrics", name="base_synbench", node=SynBenchMetricConf)
+    cs.store(group="metrics", name="base_probe_accuracy", node=ProbeAccuracyConf)
     cs.store(group="tracking", name="base_tracking", node=TrackingConf)
 
 

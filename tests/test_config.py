@@ -13,7 +13,7 @@ def test_default_config_composes_every_group(tmp_path):
     cfg = make_cfg(tmp_path)
     assert cfg.model.name == "test_vit" and cfg.model.pretrained is False
     assert cfg.probe._target_.endswith("RobustBayesProbe")
-    assert list(cfg.metrics) == ["synbench"]
+    assert list(cfg.metrics) == ["synbench", "probe"]
     assert cfg.tracking.uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     assert cfg.cache.dir == f"{tmp_path}/cache/embeddings"
     check_config(cfg)

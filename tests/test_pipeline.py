@@ -49,7 +49,12 @@ def test_job_logs_scores_curves_and_artifacts(cfg_factory, tmp_path):
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"results.json", "plots", "tables"} <= artifacts
     plots = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {"plots/synbench_accuracy_vs_scale.png", "plots/synbench_expected_bound_vs_threshold.png"}
+    assert plots == {"plots/synbench_accuracy_vs_scale.png", "plots/synbench_expected_bound_vs_threshold.png",
+                     "plots/probe_accuracy_vs_scale.png"}
+    # SynBench's recommended radius sits beside the downstream probe's clean and robust accuracy
+    assert len(c.get_metric_history(run.info.run_id, "synbench/recommended_radius")) == 4
+    assert 0.0 <= m["probe/clean_accuracy/eps_0.00"] <= 1.0
+    assert m["probe/robust_accuracy/eps_0.50"] <= m["probe/clean_accuracy/eps_0.50"]
     local = json.loads((tmp_path / "job" / "results.json").read_text())
     assert local["metrics"]["synbench"]["scalars"]["score"] == pytest.approx(score)
     assert local["job"]["encoder"]["weights"] == "random-init:seed=0"

@@ -139,9 +139,9 @@ def run_synbench(scales, z_tr, y_tr, z_te, y_te, epsilons, thresholds=(0.6, 0.7,
         images_embedded=0,
         seconds=0.0,
     )
-    metric = SynBenchScore(thresholds=list(thresholds), headline=0.7, grid_start=0.6, grid_stop=1.0, grid_num=100)
-    inputs = MetricInputs(emb, None, types.SimpleNamespace(noise_std=1.0), RobustBayesProbe(EIG_FLOOR),
-                          list(epsilons), 0)
+    metric = SynBenchScore(probe=RobustBayesProbe(EIG_FLOOR, list(epsilons)), thresholds=list(thresholds),
+                           headline=0.7, grid_start=0.6, grid_stop=1.0, grid_num=100)
+    inputs = MetricInputs(emb, None, types.SimpleNamespace(noise_std=1.0), None, 0)
     return metric.compute(inputs)
 
 
@@ -207,7 +207,7 @@ def test_eps_zero_is_fisher_lda():
     z, y = anisotropic_data(seed=5, D=12, n=1200)
     m1, m0, S = lda_stats(z, y)
     lda = np.linalg.solve(S, m1 - m0)
-    probe = RobustBayesProbe(EIG_FLOOR).fit(T(z), T(y, torch.long), [0.0])
+    probe = RobustBayesProbe(EIG_FLOOR, [0.0]).fit(T(z), T(y, torch.long))
     W = probe.weight.numpy()
     assert W.shape == (1, 12)
     assert cos(W[0], lda) > 1 - 1e-9
@@ -331,8 +331,8 @@ def test_invertible_linear_map_same_accuracy():
     b = rng.standard_normal(d)
     ztr, zte = xtr @ A.T + b, xte @ A.T + b
 
-    p_raw = RobustBayesProbe(EIG_FLOOR).fit(T(xtr), T(ytr, torch.long), [0.0])
-    p_lin = RobustBayesProbe(EIG_FLOOR).fit(T(ztr), T(ytr, torch.long), [0.0])
+    p_raw = RobustBayesProbe(EIG_FLOOR, [0.0]).fit(T(xtr), T(ytr, torch.long))
+    p_lin = RobustBayesProbe(EIG_FLOOR, [0.0]).fit(T(ztr), T(ytr, torch.long))
     t_raw = p_raw.margins(T(xte)).numpy()[0]
     t_lin = p_lin.margins(T(zte)).numpy()[0]
     np.testing.assert_allclose(t_lin, t_raw, rtol=1e-7, atol=1e-9 * np.abs(t_raw).max())
@@ -362,7 +362,7 @@ def test_constant_representation():
     yte = (rng.random((S, n)) < 0.5).astype(np.int64)
     z = np.full((S, n, D), 3.0)
 
-    probe = RobustBayesProbe(EIG_FLOOR).fit(T(z[0]), T(ytr[0], torch.long), [0.0, 0.5])
+    probe = RobustBayesProbe(EIG_FLOOR, [0.0, 0.5]).fit(T(z[0]), T(ytr[0], torch.long))
     acc, bnd = probe_scores(probe, T(z[0]), T(yte[0], torch.long))
     np.testing.assert_array_equal(acc.numpy(), [0.5, 0.5])
     np.testing.assert_array_equal(bnd.numpy(), [0.0, 0.0])
@@ -448,7 +448,7 @@ def test_expected_bound_and_score_by_hand():
 def test_robust_probe_path():
     z, y = anisotropic_data(seed=9, D=8, n=1500)
     eps = [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95]
-    probe = RobustBayesProbe(EIG_FLOOR).fit(T(z), T(y, torch.long), eps)
+    probe = RobustBayesProbe(EIG_FLOOR, eps).fit(T(z), T(y, torch.long))
     W = probe.weight.numpy()
     assert W.shape == (len(eps), 8)
     m1, m0, S = lda_stats(z, y)
@@ -479,7 +479,7 @@ def test_eps_out_of_range_raises(bad):
         check_epsilons(bad)
     z, y = anisotropic_data(seed=1, D=4, n=200)
     with pytest.raises(ValueError):
-        RobustBayesProbe(EIG_FLOOR).fit(T(z), T(y, torch.long), bad)
+        RobustBayesProbe(EIG_FLOOR, bad).fit(T(z), T(y, torch.long))
 
 
 def test_check_epsilons_accepts_valid():

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from synbench.data import GaussianMixture
 from synbench.encoders import Embeddings, Encoder
-from synbench.probes import RobustBayesProbe
+from synbench.probes import LinearProbe
 
 
 @dataclass
@@ -70,9 +70,12 @@ class MetricInputs:
     embeddings: Embeddings
     encoder: Encoder
     mixture: GaussianMixture
-    probe: RobustBayesProbe
-    epsilons: list[float]
+    probe: Probe  # the job's downstream probe (`probe` config group)
     seed: int
+
+
+class Probe(Protocol):
+    def fit(self, z, y) -> LinearProbe: ...
 
 
 class Metric(Protocol):

@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from synbench.data import GaussianMixture, Split
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
-from synbench.probes import LinearProbe
+from synbench.probes import LinearProbe, RobustBayesProbe
 
 TIE = 1e-12  # grid points within this of a threshold count as >= it (linspace rounding)
 
@@ -49,9 +49,8 @@ def score_ratio(e_rep: np.ndarray, e_raw: np.ndarray, grid: np.ndarray, threshol
 def probe_scores(probe: LinearProbe, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(accuracy [E], bound [E]) of a fitted probe on test features; a tie (margin 0) counts as half right."""
     m = probe.margins(z)  # [E, n]
-    positive = (y == 1)[None, :]
-    correct = torch.where(positive, m > 0, m < 0)
-    acc = (correct.double() + 0.5 * (m == 0).double()).mean(1)
+    correct = torch.where((y == 1)[None, :], m > 0, m < 0)
+    acc = probe.accuracy(z, y, torch.zeros_like(probe.radius))
     ratio = m.abs() / torch.where(probe.unit > 0, probe.unit, torch.ones_like(probe.unit))[:, None]
     hits = correct.double().sum(1)
     bound = torch.where((hits > 0) & (probe.unit > 0), (ratio * correct).sum(1) / hits.clamp_min(1), 0.0)
@@ -63,11 +62,19 @@ def _fmt(v: float) -> str:
 
 
 class SynBenchScore:
-    """SynBench(a_t, eps) for every threshold and eps of the job, and the eps that maximises it."""
+    """SynBench(a_t, eps) for every threshold and eps of the job, and the eps that maximises it.
+
+    The score is defined with the eps-robust Bayes probe, so it owns one (``probe``, built from its config
+    with the job's eps grid) whatever downstream probe the job evaluates.
+    """
 
     name = "synbench"
 
-    def __init__(self, thresholds, headline: float, grid_start: float, grid_stop: float, grid_num: int):
+    def __init__(self, probe: RobustBayesProbe, thresholds, headline: float, grid_start: float, grid_stop: float,
+                 grid_num: int):
+        if not isinstance(probe, RobustBayesProbe):
+            raise ValueError(f"metrics.synbench.probe must be a RobustBayesProbe, got {type(probe).__name__}")
+        self.probe = probe
         self.thresholds = [float(t) for t in thresholds]
         self.headline = float(headline)
         if grid_num < 2 or not 0.5 <= grid_start < grid_stop <= 1.0:
@@ -94,20 +101,26 @@ class SynBenchScore:
                     f"or drop that threshold")
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
-        emb, eps = inputs.embeddings, inputs.epsilons
-        accs, bounds = [], []
+        emb, eps = inputs.embeddings, self.probe.eps
+        accs, bounds, gaps = [], [], []
         for i in range(len(emb.scales)):
-            probe = inputs.probe.fit(emb.z[Split.train][i], emb.y[Split.train][i], eps)
+            probe = self.probe.fit(emb.z[Split.train][i], emb.y[Split.train][i])
             acc, bound = probe_scores(probe, emb.z[Split.test][i], emb.y[Split.test][i])
             accs.append(acc)
             bounds.append(bound)
+            gaps.append(probe.half_gap)
         acc_rep = torch.stack(accs, 1).cpu().numpy()  # [E, S]; the one host transfer
         bound_rep = torch.stack(bounds, 1).cpu().numpy()
+        half_gap = torch.stack(gaps).cpu().numpy()  # [S]
         acc_raw = raw_accuracy(emb.scales, inputs.mixture.noise_std)
         bound_raw = raw_bound(acc_raw)
         e_raw = expected_bound(acc_raw, bound_raw, self.grid)
         e_rep = expected_bound(acc_rep, bound_rep, self.grid)
-        return self._result(emb.scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw)
+        res = self._result(emb.scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw)
+        # SynBench's eps is relative to ||u||: in representation units its best eps is this l2 radius per scale
+        res.curves["recommended_radius"] = Curve("scale", [float(v) for v in emb.scales],
+                                                 (res.scalars["best_eps"] * half_gap).tolist())
+        return res
 
     def _result(self, scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw) -> MetricResult:
         res = MetricResult(self.name)

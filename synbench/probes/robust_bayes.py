@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from synbench.probes.base import LinearProbe
+from synbench.probes.base import LinearProbe, label
 
 
 def check_epsilons(eps) -> list[float]:
@@ -59,37 +59,45 @@ def robust_root(u: torch.Tensor, d: torch.Tensor, eps: torch.Tensor, max_iter: i
 class RobustBayesProbe:
     """Fit the eps-robust Bayes probe for a whole eps grid from one eigendecomposition."""
 
-    def __init__(self, eig_floor: float):
+    norm = "l2"
+
+    def __init__(self, eig_floor: float, eps):
         if not eig_floor > 0:
             raise ValueError(f"probe.eig_floor={eig_floor!r} must be > 0")
         self.eig_floor = float(eig_floor)
+        self.eps = check_epsilons(eps)
 
-    def fit(self, z: torch.Tensor, y: torch.Tensor, eps) -> LinearProbe:
-        eps_t = torch.as_tensor(check_epsilons(eps), dtype=torch.float64, device=z.device)
+    def fit(self, z: torch.Tensor, y: torch.Tensor) -> LinearProbe:
+        eps_t = torch.as_tensor(self.eps, dtype=torch.float64, device=z.device)
+        labels = [label("eps", e) for e in self.eps]
         z = z.to(torch.float64)
         ones, zeros = z[y == 1], z[y == 0]
         m1, m0 = ones.mean(0), zeros.mean(0)
         center = (m1 + m0) / 2
         if len(ones) < 2 or len(zeros) < 2:
-            return _degenerate(center, len(eps_t))
+            return _degenerate(center, labels)
         resid = torch.cat([ones - m1, zeros - m0])
         cov = resid.T @ resid / (len(z) - 2)  # pooled within-class covariance
         evals, evecs = torch.linalg.eigh(cov)
         keep = evals > self.eig_floor
         if not bool(keep.any()):
-            return _degenerate(center, len(eps_t))
+            return _degenerate(center, labels)
         d, basis = evals[keep], evecs[:, keep]
         u = basis.T @ (m1 - m0) / 2
-        if not bool(torch.linalg.vector_norm(u) > 0):
-            return _degenerate(center, len(eps_t))
+        u_norm = torch.linalg.vector_norm(u)
+        if not bool(u_norm > 0):
+            return _degenerate(center, labels)
         lam = robust_root(u, d, eps_t)
         v = torch.where(torch.isinf(lam)[:, None], torch.zeros_like(u)[None, :],
                         u[None, :] / (1.0 + torch.nan_to_num(lam, posinf=0.0)[:, None] * d[None, :]))
         w = (u[None, :] - v) / d[None, :]  # [E, K] in the eigenbasis
-        return LinearProbe(weight=w @ basis.T, center=center, unit=(w @ u).abs())
+        return LinearProbe(weight=w @ basis.T, center=center, unit=(w @ u).abs(), radius=eps_t * u_norm,
+                           norm=self.norm, labels=labels, half_gap=u_norm)
 
 
-def _degenerate(center: torch.Tensor, n_eps: int) -> LinearProbe:
+def _degenerate(center: torch.Tensor, labels: list[str]) -> LinearProbe:
     """No usable direction: every margin is 0 (a tie), which metrics score as chance."""
-    zeros = torch.zeros((n_eps, center.numel()), dtype=center.dtype, device=center.device)
-    return LinearProbe(weight=zeros, center=center, unit=torch.zeros(n_eps, dtype=center.dtype, device=center.device))
+    zeros = torch.zeros(len(labels), dtype=center.dtype, device=center.device)
+    return LinearProbe(weight=torch.zeros((len(labels), center.numel()), dtype=center.dtype, device=center.device),
+                       center=center, unit=zeros, radius=zeros, norm="l2", labels=labels,
+                       half_gap=torch.zeros((), dtype=center.dtype, device=center.device))
