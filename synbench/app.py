@@ -65,7 +65,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
                             cfg.embed.batch_size, device, precision, cfg.embed.channels_last, cache, cfg.progress)
         # 3. metrics
-        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed)
+        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision)
         t0 = time.perf_counter()
         results = [metric.compute(inputs) for metric in metrics]
         job.update(embed_seconds=emb.seconds, images_embedded=emb.images_embedded,

@@ -40,6 +40,7 @@ class MixtureConf:
     direction_seed: int = MISSING
     lowfreq_res: int = MISSING
     chunk_size: int = MISSING  # samples per seeded chunk: fixes the data whatever the batch size
+    pixel_range: Optional[list[float]] = None  # box attacks project into; None: unbounded
 
 
 @dataclass
@@ -80,6 +81,36 @@ class ProbeAccuracyConf:
 
 
 @dataclass
+class AttackConf:
+    norm: str = MISSING  # l2 | linf
+    eps: list[float] = MISSING  # input-space radii, pixel units
+    steps: int = MISSING
+    restarts: int = MISSING
+    step_factor: float = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class PGDConf:
+    _target_: str = "synbench.attacks.PGD"
+    norm: str = MISSING
+    steps: int = MISSING
+    restarts: int = MISSING
+    step_factor: float = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class RobustnessConf:
+    _target_: str = "synbench.metrics.robustness.RepresentationRobustness"
+    attack: PGDConf = MISSING
+    eps: list[float] = MISSING
+    scale: float = MISSING  # the mixture scale whose test points are attacked
+    n_points: int = MISSING
+    pixel_range: Any = None  # [lo, hi] or None (an interpolation of mixture.pixel_range)
+
+
+@dataclass
 class TrackingConf:
     uri: str = MISSING
     experiment: str = MISSING
@@ -115,6 +146,7 @@ class Config:
     probe: Any = MISSING
     metrics: dict[str, Any] = field(default_factory=dict)
     tracking: TrackingConf = MISSING
+    attack: AttackConf = MISSING
     embed: EmbedConf = MISSING
     cache: CacheConf = MISSING
     paths: PathsConf = MISSING
@@ -133,6 +165,8 @@ def register() -> None:
     cs.store(group="probe", name="base_robust_logistic", node=RobustLogisticConf)
     cs.store(group="metrics", name="base_synbench", node=SynBenchMetricConf)
     cs.store(group="metrics", name="base_probe_accuracy", node=ProbeAccuracyConf)
+    cs.store(group="metrics", name="base_robustness", node=RobustnessConf)
+    cs.store(group="attack", name="base_attack", node=AttackConf)
     cs.store(group="tracking", name="base_tracking", node=TrackingConf)
 
 

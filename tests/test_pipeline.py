@@ -83,9 +83,14 @@ def test_same_seed_same_score_other_seed_within_noise(cfg_factory, tmp_path):
     ("mixture.scales=[0.5,1.0]", ValueError, "a_t=0.85"),
     ("mixture.direction=diagonal", ValueError, "mixture.direction='diagonal'"),
     ("tracking.uri=http://127.0.0.1:9", TrackingError, "unreachable"),
+    ("metrics=[synbench,robustness] attack.norm=l1", ValueError, "attack.norm='l1'"),
+    ("metrics=[synbench,robustness] attack.steps=0", ValueError, "attack.steps=0"),
+    ("metrics=[synbench,robustness] attack.eps=[-0.1]", ValueError, "attack.eps=[-0.1]"),
+    ("metrics=[synbench,robustness] metrics.robustness.scale=9.0", ValueError, "metrics.robustness.scale=9"),
+    ("probe=robust_logistic probe.norm=l3", ValueError, "probe.norm='l3'"),
 ])
 def test_bad_input_fails_before_any_run_exists(cfg_factory, tmp_path, override, error, needle):
-    cfg = cfg_factory(override, "tracking.experiment=bad-input")
+    cfg = cfg_factory(*override.split(" "), "tracking.experiment=bad-input")
     with pytest.raises(error) as err:
         app.run(cfg, tmp_path / "job")
     assert needle in str(err.value) and "\n" not in str(err.value)
@@ -134,3 +139,21 @@ def test_results_survive_an_mlflow_failure(cfg_factory, tmp_path, monkeypatch):
     assert math.isfinite(results["metrics"]["synbench"]["scalars"]["score"])
     [run] = runs(cfg)
     assert run.info.status == "FAILED"
+
+
+def test_robustness_bound_is_logged_per_epsilon(cfg_factory, tmp_path):
+    cfg = cfg_factory("metrics=[synbench,probe,robustness]", "probe=robust_logistic", "probe.radius=0.1",
+                      "metrics.robustness.scale=3.5", "metrics.robustness.n_points=16", "attack.steps=2",
+                      "attack.eps=[0.0,0.01]", "mixture.direction=random", "tracking.run_name=robust")
+    app.run(cfg, tmp_path / "job")
+    [run] = runs(cfg, filter_string="tags.mlflow.runName = 'robust'")
+    c = client_for(cfg)
+    hist = {k: [h.value for h in sorted(c.get_metric_history(run.info.run_id, f"robustness/r_0.10/{k}"),
+                                        key=lambda h: h.step)]
+            for k in ("adv_loss", "bound_spectral", "bound_data", "criterion", "robust_accuracy")}
+    assert all(len(v) == 2 for v in hist.values())
+    for k in range(2):
+        assert hist["adv_loss"][k] <= hist["bound_data"][k] * (1 + 1e-5) <= hist["bound_spectral"][k] * (1 + 1e-4)
+        assert hist["criterion"][k] <= hist["robust_accuracy"][k]
+    assert run.data.params["probe.radius"] == "0.1"
+    assert "plots/robustness_bound_vs_eps_r_0.10.png" in {a.path for a in c.list_artifacts(run.info.run_id, "plots")}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from synbench.data import GaussianMixture
-from synbench.encoders import Embeddings, Encoder
+from synbench.encoders import Embeddings, Encoder, Precision
 from synbench.probes import LinearProbe
 
 
@@ -72,6 +72,7 @@ class MetricInputs:
     mixture: GaussianMixture
     probe: Probe  # the job's downstream probe (`probe` config group)
     seed: int
+    precision: Precision  # autocast policy for metrics that run the model again
 
 
 class Probe(Protocol):

@@ -1,0 +1,90 @@
+"""Projected gradient ascent on any per-sample objective of pixel-space inputs.
+
+One small module for every attack the metrics need: the representation shift ``||f(x') - f(x)||`` (robustness
+bound, RMQM), a head's loss through the model (end-to-end), ... The forward runs under bf16 autocast on CUDA
+(the caller's ``precision``); the input and its gradient stay fp32. Random starts come from a generator
+seeded by the caller, so an attack is deterministic under a seed on a given device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+NORMS = ("l2", "linf")
+
+
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+            pixel_range: tuple[float, float] | None) -> torch.Tensor:
+    """Back into the ``norm`` ball of radius ``eps`` around ``x``, then into the valid pixel box (if any)."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+    out = x + delta
+    return out if pixel_range is None else out.clamp(*pixel_range)
+
+
+@dataclass(frozen=True)
+class PGD:
+    """``steps`` ascent steps of size ``step_factor * eps / steps`` from ``restarts`` random starts; the best
+    iterate of all (per sample) is kept."""
+
+    norm: str
+    steps: int
+    restarts: int
+    step_factor: float
+    batch_size: int
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"attack.norm={self.norm!r} is not supported; valid: {', '.join(NORMS)}")
+        for key in ("steps", "restarts", "batch_size"):
+            if int(getattr(self, key)) <= 0:
+                raise ValueError(f"attack.{key}={getattr(self, key)!r} must be a positive integer")
+        if not self.step_factor > 0:
+            raise ValueError(f"attack.step_factor={self.step_factor!r} must be > 0")
+
+    def maximise(self, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float,
+                 generator: torch.Generator, pixel_range: tuple[float, float] | None = None,
+                 autocast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maximise ``objective`` (a batch [n, ...] -> per-sample values [n]) over the ball around one batch
+        ``x``; returns (best inputs, best values). ``eps = 0`` evaluates ``x`` itself."""
+        if not eps >= 0:
+            raise ValueError(f"attack epsilon {eps!r} must be >= 0")
+        ctx = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
+        best_x, best_v = x.detach().clone(), torch.full((len(x),), -torch.inf, device=x.device)
+        if eps == 0:
+            with torch.no_grad(), ctx():
+                return best_x, objective(best_x).float()
+        alpha = self.step_factor * eps / self.steps
+        for _ in range(self.restarts):
+            x_adv = project(x + self._random_start(x, eps, generator), x, eps, self.norm, pixel_range)
+            for k in range(self.steps + 1):
+                x_adv = x_adv.detach().requires_grad_(True)
+                with torch.enable_grad(), ctx():
+                    values = objective(x_adv).float()
+                better = values.detach() > best_v
+                best_v = torch.where(better, values.detach(), best_v)
+                best_x[better] = x_adv.detach()[better]
+                if k == self.steps:
+                    break
+                (grad,) = torch.autograd.grad(values.sum(), x_adv)
+                step = grad.sign() if self.norm == "linf" else grad / _per_sample_norm(grad).clamp_min(1e-12)
+                x_adv = project(x_adv.detach() + alpha * step, x, eps, self.norm, pixel_range)
+        return best_x, best_v
+
+    def _random_start(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+        if self.norm == "linf":
+            return (2 * torch.rand(x.shape, generator=generator, device=x.device) - 1) * eps
+        g = torch.randn(x.shape, generator=generator, device=x.device)
+        radius = eps * torch.rand((len(x),), generator=generator, device=x.device) ** (1.0 / x[0].numel())
+        return g / _per_sample_norm(g).clamp_min(1e-12) * radius.view(-1, *([1] * (x.dim() - 1)))

@@ -1,0 +1,139 @@
+"""Representation-robustness bound of Nern et al. 2023 (spec: robustness_bound.md), attacked for real.
+
+For the job's probe, fitted on one scale's train features, and input-space radii ``eps`` (pixel units):
+- ``Delta_f(x)``: PGD through the model maximising ``||f(x') - f(x)||`` (a lower estimate of the sup; the
+  shift reached by the end-to-end attack below also counts, as any point found is a valid lower estimate);
+- bound (i): ``E[loss] + L ||w||_2 E[Delta_f]`` (spectral form; binary logistic head: L = 1) and the tighter
+  data-dependent form from convexity, ``E[loss + sigma(-(m - ||w|| Delta_f)) ||w|| Delta_f]`` with ``m`` the
+  signed margin (the softmax factor at its worst over the ball);
+- criterion (ii): the fraction with ``m > ||w||_2 Delta_f`` (certified given the estimate);
+- empirical: adversarial loss and robust accuracy of model+probe under PGD on the probe's loss, and the
+  fraction of certified points the attack still flipped (``certified_but_broken``, which theory says is 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from synbench.attacks import PGD
+from synbench.data import GaussianMixture, Split
+from synbench.data.mixture import derive_seed
+from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
+
+TIE = 1e-9
+
+
+class RepresentationRobustness:
+    name = "robustness"
+
+    def __init__(self, attack: PGD, eps, scale: float, n_points: int, pixel_range=None):
+        self.attack = attack
+        self.eps = [float(e) for e in eps]
+        if not self.eps or any(not e >= 0 for e in self.eps):
+            raise ValueError(f"attack.eps={list(eps)} must be a non-empty list of radii >= 0 (pixel units)")
+        if int(n_points) <= 0:
+            raise ValueError(f"metrics.robustness.n_points={n_points!r} must be a positive integer")
+        self.scale, self.n_points = float(scale), int(n_points)
+        self.pixel_range = None if pixel_range is None else (float(pixel_range[0]), float(pixel_range[1]))
+        if self.pixel_range is not None and not self.pixel_range[0] < self.pixel_range[1]:
+            raise ValueError(f"mixture.pixel_range={list(pixel_range)} must be [lo, hi] with lo < hi")
+
+    def check(self, scales: list[float], mixture: GaussianMixture) -> None:
+        if not any(abs(s - self.scale) <= TIE for s in scales):
+            raise ValueError(f"metrics.robustness.scale={self.scale:g} is not in mixture.scales={scales}")
+
+    def compute(self, inputs: MetricInputs) -> MetricResult:
+        emb, encoder = inputs.embeddings, inputs.encoder
+        i = next(k for k, s in enumerate(emb.scales) if abs(s - self.scale) <= TIE)
+        probe = inputs.probe.fit(emb.z[Split.train][i], emb.y[Split.train][i])
+        device = emb.z[Split.train].device
+        autocast = inputs.precision.autocast_dtype(device)
+        encoder.requires_grad_(False)
+        w = probe.weight.float()  # [V, D]
+        b = probe.bias.float()  # [V]
+        w_norm = torch.linalg.vector_norm(probe.weight, dim=1).float()  # ||W||_2 of a single-logit head
+        n = min(self.n_points, len(emb.y[Split.test][i]))
+
+        rows = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
+                                "clean_accuracy", "robust_accuracy", "certified_but_broken")}
+        delta_stats = {"mean": [], "median": [], "max": [], "from_end_to_end": []}
+        for e_idx, eps in enumerate(self.eps):
+            per_batch = []
+            stream = inputs.mixture.stream(self.scale, Split.test, n, inputs.seed, self.attack.batch_size, device)
+            for bi, (x, y) in enumerate(stream):
+                gen = torch.Generator(device=device).manual_seed(derive_seed("attack", inputs.seed, eps, bi))
+                per_batch.append(self._attack_batch(encoder, x, y, eps, w, b, w_norm, gen, autocast))
+            res = {k: torch.cat([p[k] for p in per_batch], -1) for k in per_batch[0]}
+            for k in rows:
+                rows[k].append(res[k].mean(-1))
+            delta = res["delta"]
+            delta_stats["mean"].append(delta.mean())
+            delta_stats["median"].append(delta.median())
+            delta_stats["max"].append(delta.max())
+            delta_stats["from_end_to_end"].append(res["delta_e2e_wins"].float().mean())
+        return self._result(probe.labels, rows, delta_stats, w_norm)
+
+    def _attack_batch(self, encoder, x, y, eps, w, b, w_norm, gen, autocast):
+        sign = (2 * y - 1).float()
+        ctx = torch.autocast(x.device.type, dtype=autocast) if autocast else torch.autocast(x.device.type, enabled=False)
+        with torch.no_grad(), ctx:
+            f_clean = encoder(x).float()
+        _, shift = self.attack.maximise(lambda xa: (encoder(xa).float() - f_clean).norm(dim=1), x, eps, gen,
+                                        self.pixel_range, autocast)
+        m = sign[None, :] * (f_clean @ w.T + b).T  # [V, n] signed margins
+        out = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
+                               "clean_accuracy", "robust_accuracy", "certified_but_broken", "delta_e2e_wins")}
+        deltas = []
+        for v in range(len(w)):
+            def head_loss(xa, v=v):
+                return F.softplus(-sign * (encoder(xa).float() @ w[v] + b[v]))
+
+            x_adv, _ = self.attack.maximise(head_loss, x, eps, gen, self.pixel_range, autocast)
+            with torch.no_grad(), ctx:
+                f_adv = encoder(x_adv).float()
+            m_adv = sign * (f_adv @ w[v] + b[v])
+            e2e_shift = (f_adv - f_clean).norm(dim=1)
+            delta = torch.maximum(shift, e2e_shift)
+            loss = F.softplus(-m[v])
+            drop = w_norm[v] * delta
+            out["clean_loss"].append(loss)
+            out["adv_loss"].append(F.softplus(-m_adv))
+            out["bound_spectral"].append(loss + drop)  # L = 1 for the binary logistic loss
+            out["bound_data"].append(loss + torch.sigmoid(-(m[v] - drop)) * drop)
+            out["criterion"].append((m[v] > drop).float())
+            out["clean_accuracy"].append((m[v] > 0).float())
+            out["robust_accuracy"].append((m_adv > 0).float())
+            # must stay 0: a certified point that the attack flipped would contradict criterion (ii)
+            out["certified_but_broken"].append(((m[v] > drop) & (m_adv <= 0)).float())
+            deltas.append(delta)
+            out["delta_e2e_wins"].append(e2e_shift > shift)
+        res = {k: torch.stack(v) for k, v in out.items()}
+        res["delta"] = torch.stack(deltas).max(0).values  # Delta_f estimate per point: the best of all attacks
+        res["delta_e2e_wins"] = res["delta_e2e_wins"].any(0)
+        return res
+
+    def _result(self, labels, rows, delta_stats, w_norm) -> MetricResult:
+        res = MetricResult(self.name)
+        eps = self.eps
+        table = {"eps": eps, "labels": labels}
+        for key in ("mean", "median", "max", "from_end_to_end"):
+            values = torch.stack(delta_stats[key]).tolist()
+            res.curves[f"delta_f/{key}"] = Curve("eps", eps, values)
+            table[f"delta_f_{key}"] = values
+        for v, lab in enumerate(labels):
+            res.scalars[f"{lab}/w_norm"] = float(w_norm[v])
+            for key, per_eps in rows.items():
+                values = [float(t[v]) for t in per_eps]
+                res.curves[f"{lab}/{key}"] = Curve("eps", eps, values)
+                table[f"{lab}/{key}"] = values
+                res.scalars[f"{lab}/{key}/max_eps"] = values[-1]
+            res.plots.append(Plot(
+                f"robustness_bound_vs_eps_{lab}", f"Loss bound vs empirical adversarial loss ({lab})",
+                f"input-space epsilon ({self.attack.norm}, pixel units)", "logistic loss",
+                [Series("bound (spectral)", eps, table[f"{lab}/bound_spectral"], "r--"),
+                 Series("bound (data-dependent)", eps, table[f"{lab}/bound_data"], "m-."),
+                 Series("empirical adversarial loss", eps, table[f"{lab}/adv_loss"], "b-"),
+                 Series("clean loss", eps, table[f"{lab}/clean_loss"], "k:")]))
+        res.tables["per_eps"] = table
+        return res
