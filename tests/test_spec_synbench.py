@@ -15,6 +15,7 @@ from scipy.stats import norm
 
 from synbench.data import Split
 from synbench.encoders import Embeddings
+from synbench.encoders import Precision
 from synbench.metrics import MetricInputs
 from synbench.metrics.synbench_score import (
     SynBenchScore,
@@ -141,7 +142,7 @@ def run_synbench(scales, z_tr, y_tr, z_te, y_te, epsilons, thresholds=(0.6, 0.7,
     )
     metric = SynBenchScore(probe=RobustBayesProbe(EIG_FLOOR, list(epsilons)), thresholds=list(thresholds),
                            headline=0.7, grid_start=0.6, grid_stop=1.0, grid_num=100)
-    inputs = MetricInputs(emb, None, types.SimpleNamespace(noise_std=1.0), None, 0)
+    inputs = MetricInputs(emb, None, types.SimpleNamespace(noise_std=1.0), None, 0, Precision.fp32)
     return metric.compute(inputs)
 
 
