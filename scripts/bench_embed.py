@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of the raw model forward vs the embedding pass vs the whole SynBench job, same batch size.
+"""Throughput of the raw model forward vs PGD steps vs the embedding pass vs the whole job, same batch size.
 
     python scripts/bench_embed.py                                  # CPU-sized defaults
     python scripts/bench_embed.py --scales 8 --n 4096 --batch-size 512   # on a GPU
@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from synbench import app  # noqa: E402
+from synbench.attacks import PGD  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import GaussianMixture, Split  # noqa: E402
 from synbench.encoders import Precision, embed_mixture  # noqa: E402
@@ -53,13 +54,31 @@ def raw_forward(encoder, batch, device, precision, reps, warmup):
     return batch * reps, time.perf_counter() - t0
 
 
+def pgd_steps(encoder, batch, device, precision, steps):
+    """Images/s of PGD on ||f(x') - f(x)|| (forward + backward through the model, fp32 input gradient)."""
+    x = torch.rand((batch, *encoder.input_shape), device=device)
+    dtype = precision.autocast_dtype(device)
+    encoder.requires_grad_(False)
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        f0 = encoder(x).float()
+    attack = PGD(norm="linf", steps=steps, restarts=1, step_factor=2.5, batch_size=batch)
+    gen = torch.Generator(device=device).manual_seed(0)
+    objective = lambda xa: (encoder(xa).float() - f0).norm(dim=1)  # noqa: E731
+    attack.maximise(objective, x, 4 / 255, gen, autocast=dtype)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    attack.maximise(objective, x, 4 / 255, gen, autocast=dtype)
+    sync(device)
+    return batch * (steps + 1), time.perf_counter() - t0  # steps gradient evaluations + the final forward
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_base_patch16_224")
     p.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 16 on CPU")
     p.add_argument("--scales", type=int, default=None, help="scales in the job (default: 8 on CUDA, 2 on CPU)")
     p.add_argument("--n", type=int, default=None, help="train = test samples per scale (default 2048 / 32)")
-    p.add_argument("--reps", type=int, default=None, help="raw-forward batches timed (default 20 / 4)")
+    p.add_argument("--reps", type=int, default=None, help="raw-forward batches timed (default 20 / 6)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
     p.add_argument("--compile", action="store_true")
@@ -71,8 +90,8 @@ def main() -> None:
     batch = args.batch_size or (256 if gpu else 16)
     n_scales = args.scales or (8 if gpu else 2)
     n = args.n or (2048 if gpu else 32)
-    reps = args.reps or (20 if gpu else 4)
-    precision = Precision(args.precision)
+    reps = args.reps or (20 if gpu else 6)
+    precision = Precision.parse(args.precision)
     scales = [round(0.6 * (i + 1), 3) for i in range(n_scales)]  # reaches past Phi^-1(0.99) for >= 4 scales
     thresholds = "[0.6,0.7]" if max(scales) < 2.4 else "[0.6,0.7,0.99]"
 
@@ -90,8 +109,10 @@ def main() -> None:
         encoder = build(cfg.model).to(device)
         if args.compile:
             encoder.backbone.compile()
-        images, secs = raw_forward(encoder, batch, device, precision, reps, warmup=3 if gpu else 1)
+        images, secs = raw_forward(encoder, batch, device, precision, reps, warmup=3 if gpu else 2)
         rows = [("raw forward", images, secs)]
+        rows.append(("PGD step (forward + backward)", *pgd_steps(encoder, batch, device, precision,
+                                                                 steps=10 if gpu else 2)))
 
         m = cfg.mixture
         mixture = GaussianMixture(encoder.input_shape, m.prior, m.noise_std, m.mean, m.direction, m.direction_seed,

@@ -35,7 +35,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     check_config(cfg)
     check_epsilons(cfg.epsilon.grid)
     device = resolve_device(cfg.device)
-    precision = Precision(cfg.embed.precision)
+    precision = Precision.parse(cfg.embed.precision)
     probe = build(cfg.probe)
     metrics = [build(node) for node in cfg.metrics.values()]
     tracker = tracker_from(cfg)

@@ -88,6 +88,7 @@ def test_same_seed_same_score_other_seed_within_noise(cfg_factory, tmp_path):
     ("metrics=[synbench,robustness] attack.eps=[-0.1]", ValueError, "attack.eps=[-0.1]"),
     ("metrics=[synbench,robustness] metrics.robustness.scale=9.0", ValueError, "metrics.robustness.scale=9"),
     ("probe=robust_logistic probe.norm=l3", ValueError, "probe.norm='l3'"),
+    ("embed.precision=fp16", ValueError, "embed.precision='fp16'"),
 ])
 def test_bad_input_fails_before_any_run_exists(cfg_factory, tmp_path, override, error, needle):
     cfg = cfg_factory(*override.split(" "), "tracking.experiment=bad-input")

@@ -22,6 +22,14 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
 
+    @classmethod
+    def parse(cls, value: str) -> "Precision":
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"embed.precision={value!r} is not supported; valid: "
+                             f"{', '.join(p.value for p in cls)}") from None
+
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         if self is Precision.fp32 or (self is Precision.auto and device.type != "cuda"):
             return None
