@@ -61,7 +61,7 @@ def pgd_steps(encoder, batch, device, precision, steps):
     encoder.requires_grad_(False)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         f0 = encoder(x).float()
-    attack = PGD(norm="linf", steps=steps, restarts=1, step_factor=2.5, batch_size=batch)
+    attack = PGD(norm="linf", eps=(4 / 255,), steps=steps, restarts=1, step_factor=2.5, batch_size=batch)
     gen = torch.Generator(device=device).manual_seed(0)
     objective = lambda xa: (encoder(xa).float() - f0).norm(dim=1)  # noqa: E731
     attack.maximise(objective, x, 4 / 255, gen, autocast=dtype)  # warm-up

@@ -82,29 +82,19 @@ class ProbeAccuracyConf:
 
 @dataclass
 class AttackConf:
-    norm: str = MISSING  # l2 | linf
-    eps: list[float] = MISSING  # input-space radii, pixel units
-    steps: int = MISSING
-    restarts: int = MISSING
-    step_factor: float = MISSING
-    batch_size: int = MISSING
-
-
-@dataclass
-class PGDConf:
     _target_: str = "synbench.attacks.PGD"
-    norm: str = MISSING
+    norm: str = MISSING  # l2 | linf
+    eps: list[float] = MISSING  # input-space radii to evaluate, pixel units
     steps: int = MISSING
     restarts: int = MISSING
-    step_factor: float = MISSING
+    step_factor: float = MISSING  # step size = step_factor * eps / steps
     batch_size: int = MISSING
 
 
 @dataclass
 class RobustnessConf:
     _target_: str = "synbench.metrics.robustness.RepresentationRobustness"
-    attack: PGDConf = MISSING
-    eps: list[float] = MISSING
+    attack: AttackConf = MISSING
     scale: float = MISSING  # the mixture scale whose test points are attacked
     n_points: int = MISSING
     pixel_range: Any = None  # [lo, hi] or None (an interpolation of mixture.pixel_range)

@@ -36,15 +36,19 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
 @dataclass(frozen=True)
 class PGD:
     """``steps`` ascent steps of size ``step_factor * eps / steps`` from ``restarts`` random starts; the best
-    iterate of all (per sample) is kept."""
+    iterate of all (per sample) is kept. ``eps`` is the grid of radii a metric evaluates the attack at."""
 
     norm: str
+    eps: tuple[float, ...]
     steps: int
     restarts: int
     step_factor: float
     batch_size: int
 
     def __post_init__(self):
+        object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+        if not self.eps or any(not e >= 0 for e in self.eps):
+            raise ValueError(f"attack.eps={list(self.eps)} must be a non-empty list of radii >= 0 (pixel units)")
         if self.norm not in NORMS:
             raise ValueError(f"attack.norm={self.norm!r} is not supported; valid: {', '.join(NORMS)}")
         for key in ("steps", "restarts", "batch_size"):

@@ -27,11 +27,9 @@ TIE = 1e-9
 class RepresentationRobustness:
     name = "robustness"
 
-    def __init__(self, attack: PGD, eps, scale: float, n_points: int, pixel_range=None):
+    def __init__(self, attack: PGD, scale: float, n_points: int, pixel_range=None):
         self.attack = attack
-        self.eps = [float(e) for e in eps]
-        if not self.eps or any(not e >= 0 for e in self.eps):
-            raise ValueError(f"attack.eps={list(eps)} must be a non-empty list of radii >= 0 (pixel units)")
+        self.eps = list(attack.eps)
         if int(n_points) <= 0:
             raise ValueError(f"metrics.robustness.n_points={n_points!r} must be a positive integer")
         self.scale, self.n_points = float(scale), int(n_points)
