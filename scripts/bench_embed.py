@@ -30,7 +30,7 @@ from synbench import app  # noqa: E402
 from synbench.attacks import PGD  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import GaussianMixture, Split  # noqa: E402
-from synbench.encoders import Precision, embed_mixture  # noqa: E402
+from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def raw_forward(encoder, batch, device, precision, reps, warmup):
     """Images/s of the model forward alone on one resident batch (no data generation, no copies)."""
     x = torch.randn((batch, *encoder.input_shape), device=device)
     dtype = precision.autocast_dtype(device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.inference_mode(), autocast(device, dtype):
         for _ in range(warmup):
             encoder(x)
         sync(device)
@@ -59,7 +59,7 @@ def pgd_steps(encoder, batch, device, precision, steps):
     x = torch.rand((batch, *encoder.input_shape), device=device)
     dtype = precision.autocast_dtype(device)
     encoder.requires_grad_(False)
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.no_grad(), autocast(device, dtype):
         f0 = encoder(x).float()
     attack = PGD(norm="linf", eps=(4 / 255,), steps=steps, restarts=1, step_factor=2.5, batch_size=batch)
     gen = torch.Generator(device=device).manual_seed(0)

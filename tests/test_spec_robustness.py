@@ -5,8 +5,6 @@ Every expected number below is derived from the spec with closed forms and numpy
 here (float64), never from the implementation's own outputs. CPU only, small shapes, seeded.
 """
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -29,18 +27,14 @@ CURVE_STATS = ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criter
 # helpers (independent of the implementation)
 # ----------------------------------------------------------------------------------------------------------
 
-def linear_encoder(a: np.ndarray, name="lin") -> Encoder:
-    """f(x) = A x on flattened pixels (mean 0, std 1: no normalisation)."""
+def linear_encoder(a: np.ndarray, name="lin"):
+    """f(x) = A x on flattened pixels (mean 0, std 1: no normalisation). Returns the encoder and the float32
+    weights it actually uses, as float64 (the A of the closed forms)."""
     lin = nn.Linear(D, a.shape[0], bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(a, dtype=torch.float32))
-    return Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, a.shape[0], {"name": name})
-
-
-def weights64(enc: Encoder) -> np.ndarray:
-    """The float32 weights actually used by the model, as float64 (the A of the closed forms)."""
-    lin = [m for m in enc.backbone.modules() if isinstance(m, nn.Linear)][0] if hasattr(enc, "backbone") else None
-    return lin.weight.detach().double().numpy()
+    enc = Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, a.shape[0], {"name": name})
+    return enc, lin.weight.detach().double().numpy().copy()
 
 
 def np_softplus(t):
@@ -59,7 +53,7 @@ def make_inputs(enc, probe, scales, n_train=256, n_test=64, seed=0):
     return MetricInputs(emb, enc, mix, probe, seed, Precision.fp32)
 
 
-def test_points(mix, scale, n, seed):
+def stream_points(mix, scale, n, seed):
     xs, ys = [], []
     for x, y in mix.stream(scale, Split.test, n, seed, n, "cpu"):
         xs.append(x)
@@ -67,10 +61,9 @@ def test_points(mix, scale, n, seed):
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
-def fitted_probe(inputs, scale):
-    k = list(inputs.embeddings.z[Split.train].shape)[0]
-    # index of `scale` among the embedded scales is the position we passed; callers use a single scale
-    assert k == 1
+def fitted_probe(inputs):
+    """The probe fitted on the (single) embedded scale's train features, as the metric does."""
+    assert inputs.embeddings.z[Split.train].shape[0] == 1
     return inputs.probe.fit(inputs.embeddings.z[Split.train][0], inputs.embeddings.y[Split.train][0])
 
 
@@ -97,8 +90,8 @@ def test_pgd_linf_reaches_rank_one_supremum():
     rng = np.random.default_rng(10)
     u = rng.standard_normal(4)
     a = rng.standard_normal(D)
-    enc = linear_encoder(np.outer(u, a))
-    A = weights64(enc)
+    enc, A = linear_encoder(np.outer(u, a))
+    
     # rank one: ||A d||_2 = ||u||_2 |a . d|, so sup over ||d||_inf <= eps is eps ||u||_2 ||a||_1
     # (= eps * sum_i ||A[:, i]||_2 column norms for a rank-one A)
     col = np.linalg.norm(A, axis=0).sum()
@@ -106,7 +99,7 @@ def test_pgd_linf_reaches_rank_one_supremum():
     x = torch.randn((16, *SHAPE), generator=torch.Generator().manual_seed(11))
     for eps in (0.05, 0.3):
         sup = eps * col
-        attack = PGD(norm="linf", steps=10, restarts=1, step_factor=2.5, batch_size=64)
+        attack = PGD(norm="linf", eps=(0.0,), steps=10, restarts=1, step_factor=2.5, batch_size=64)
         x_adv, vals = attack.maximise(_shift_objective(enc, x), x, eps, torch.Generator().manual_seed(0))
         vals = vals.double().numpy()
         assert x_adv.shape == x.shape and vals.shape == (16,)
@@ -120,8 +113,8 @@ def test_pgd_linf_reaches_rank_one_supremum():
 def test_pgd_linf_in_a_pixel_box_reaches_the_box_constrained_supremum():
     rng = np.random.default_rng(12)
     a = rng.standard_normal(D)
-    enc = linear_encoder(a[None, :])
-    A = weights64(enc)[0]
+    enc, A = linear_encoder(a[None, :])
+    A = A[0]
     x = 0.05 + 0.9 * torch.rand((16, *SHAPE), generator=torch.Generator().manual_seed(13))
     eps = 0.1
     xf = x.double().flatten(1).numpy()
@@ -130,7 +123,7 @@ def test_pgd_linf_in_a_pixel_box_reaches_the_box_constrained_supremum():
     up = np.maximum(A * lo, A * hi).sum(1)  # max a . d
     down = -np.minimum(A * lo, A * hi).sum(1)  # max -(a . d)
     best, other = np.maximum(up, down), np.minimum(up, down)
-    attack = PGD(norm="linf", steps=10, restarts=8, step_factor=2.5, batch_size=64)
+    attack = PGD(norm="linf", eps=(0.0,), steps=10, restarts=8, step_factor=2.5, batch_size=64)
     x_adv, vals = attack.maximise(_shift_objective(enc, x), x, eps, torch.Generator().manual_seed(1),
                                   pixel_range=(0.0, 1.0))
     vals = vals.double().numpy()
@@ -143,18 +136,23 @@ def test_pgd_linf_in_a_pixel_box_reaches_the_box_constrained_supremum():
     assert np.mean(vals >= 0.99 * best) >= 0.9
 
 
-@pytest.mark.parametrize("step_factor, within", [(2.5, 0.97), (10.0, 0.99)])
+@pytest.mark.parametrize("step_factor, within", [(2.5, 0.97), (10.0, 0.995)])
 def test_pgd_l2_reaches_the_operator_norm(step_factor, within):
+    """On the sphere, l2 PGD on ||A d|| is a normalised power iteration whose total path is step_factor * eps.
+    A numpy simulation of the spec's algorithm (random start in the ball, K = 40 normalised steps, projection)
+    with this spectrum (sigma_1 / sigma_2 = 3) puts ~0.1% of single restarts below 0.97 at step_factor 2.5 (median
+    0.987) and none below 0.9999 at step_factor 10; with a 2:1 gap ~3.5% of restarts fall below 0.97, so the 3%
+    target needs the gap. Two restarts keep the best."""
     g = np.random.default_rng(14)
     u, _ = np.linalg.qr(g.standard_normal((6, 6)))
     v, _ = np.linalg.qr(g.standard_normal((D, 6)))
-    a = u @ np.diag([2.0, 1.0, 0.7, 0.5, 0.3, 0.1]) @ v.T
-    enc = linear_encoder(a)
-    A = weights64(enc)
+    a = u @ np.diag([3.0, 1.0, 0.7, 0.5, 0.3, 0.1]) @ v.T
+    enc, A = linear_encoder(a)
+    
     smax = np.linalg.svd(A, compute_uv=False)[0]
     x = torch.randn((16, *SHAPE), generator=torch.Generator().manual_seed(15))
     eps = 0.5
-    attack = PGD(norm="l2", steps=40, restarts=1, step_factor=step_factor, batch_size=64)
+    attack = PGD(norm="l2", eps=(0.0,), steps=40, restarts=2, step_factor=step_factor, batch_size=64)
     x_adv, vals = attack.maximise(_shift_objective(enc, x), x, eps, torch.Generator().manual_seed(2))
     vals = vals.double().numpy()
     sup = eps * smax
@@ -166,12 +164,12 @@ def test_pgd_l2_reaches_the_operator_norm(step_factor, within):
 
 def test_pgd_l2_in_a_pixel_box_stays_in_ball_and_box():
     rng = np.random.default_rng(16)
-    enc = linear_encoder(rng.standard_normal((4, D)))
-    A = weights64(enc)
+    enc, A = linear_encoder(rng.standard_normal((4, D)))
+    
     smax = np.linalg.svd(A, compute_uv=False)[0]
     x = torch.rand((8, *SHAPE), generator=torch.Generator().manual_seed(17))
     eps = 1.5
-    attack = PGD(norm="l2", steps=10, restarts=2, step_factor=2.5, batch_size=4)
+    attack = PGD(norm="l2", eps=(0.0,), steps=10, restarts=2, step_factor=2.5, batch_size=4)
     x_adv, vals = attack.maximise(_shift_objective(enc, x), x, eps, torch.Generator().manual_seed(3),
                                   pixel_range=(0.0, 1.0))
     vals = vals.double().numpy()
@@ -184,12 +182,12 @@ def test_pgd_l2_in_a_pixel_box_stays_in_ball_and_box():
 
 def test_pgd_eps_zero_returns_the_clean_points():
     rng = np.random.default_rng(18)
-    enc = linear_encoder(rng.standard_normal((3, D)))
+    enc, _ = linear_encoder(rng.standard_normal((3, D)))
     x = torch.randn((5, *SHAPE), generator=torch.Generator().manual_seed(19))
     target = torch.randn(3, generator=torch.Generator().manual_seed(20))
     obj = lambda xa: (enc(xa) - target).norm(dim=1)  # noqa: E731  (non-zero at x)
     for norm in ("l2", "linf"):
-        x_adv, vals = PGD(norm=norm, steps=5, restarts=2, step_factor=2.5, batch_size=8).maximise(
+        x_adv, vals = PGD(norm=norm, eps=(0.0,), steps=5, restarts=2, step_factor=2.5, batch_size=8).maximise(
             obj, x, 0.0, torch.Generator().manual_seed(0))
         assert torch.equal(x_adv, x)
         with torch.no_grad():
@@ -234,26 +232,26 @@ def test_one_dimensional_linear_representation_matches_closed_form(probe_factory
     at the worst point, so sup loss = softplus(-(m_i - |w| eps ||a||_1)), robust iff m_i > |w| eps ||a||_1, and
     the spectral bound equals E[clean loss] + |w| eps ||a||_1 (tight)."""
     rng = np.random.default_rng(22)
-    enc = linear_encoder(0.3 * rng.standard_normal((1, D)))
-    a = weights64(enc)[0]
+    enc, a = linear_encoder(0.3 * rng.standard_normal((1, D)))
+    a = a[0]
     scale, n_points, seed = 1.5, 64, 0
     inputs = make_inputs(enc, probe_factory(), [scale], n_test=n_points, seed=seed)
     eps = [0.0, 0.01, 0.03, 0.1]
-    attack = PGD(norm="linf", steps=8, restarts=1, step_factor=2.5, batch_size=64)
-    res = RepresentationRobustness(attack, eps, scale=scale, n_points=n_points).compute(inputs)
+    attack = PGD(norm="linf", eps=tuple(eps), steps=8, restarts=1, step_factor=2.5, batch_size=64)
+    res = RepresentationRobustness(attack, scale=scale, n_points=n_points).compute(inputs)
 
-    probe = fitted_probe(inputs, scale)
+    probe = fitted_probe(inputs)
     [lab] = probe.labels
     w = float(probe.weight[0, 0])
     b = float(probe.bias[0])
-    x, y = test_points(inputs.mixture, scale, n_points, seed)
+    x, y = stream_points(inputs.mixture, scale, n_points, seed)
     f = x.double().flatten(1).numpy() @ a  # own float64 representation
     ypm = 2.0 * y.double().numpy() - 1.0
     margin = ypm * (w * f + b)
     a1 = np.abs(a).sum()
 
     assert list(res.curves["delta_f/mean"].x) == pytest.approx(eps)
-    assert res.scalars[f"{lab}/w_norm"] == pytest.approx(abs(w), rel=1e-9)
+    assert res.scalars[f"{lab}/w_norm"] == pytest.approx(abs(w), rel=1e-6)
     clean = np_softplus(-margin).mean()
     acc = float(np.mean(margin > 0))
     for k, e in enumerate(eps):
@@ -295,8 +293,8 @@ def nonlinear_results():
     out = []
     for probe in (RobustLogisticProbe(0.0, "l2", 1e-3, 200), RobustBayesProbe(1e-8, [0.0, 0.1])):
         inputs = make_inputs(enc, probe, [2.0], n_test=48, seed=3)
-        attack = PGD(norm="linf", steps=10, restarts=1, step_factor=2.5, batch_size=64)
-        res = RepresentationRobustness(attack, EPS3, scale=2.0, n_points=48).compute(inputs)
+        attack = PGD(norm="linf", eps=tuple(EPS3), steps=10, restarts=1, step_factor=2.5, batch_size=64)
+        res = RepresentationRobustness(attack, scale=2.0, n_points=48).compute(inputs)
         out.append((inputs, res))
     return enc, out
 
@@ -304,8 +302,8 @@ def nonlinear_results():
 def test_invariants_on_a_nonlinear_model(nonlinear_results):
     enc, out = nonlinear_results
     for inputs, res in out:
-        probe = fitted_probe(inputs, 2.0)
-        x, y = test_points(inputs.mixture, 2.0, 48, 3)
+        probe = fitted_probe(inputs)
+        x, y = stream_points(inputs.mixture, 2.0, 48, 3)
         with torch.no_grad():
             f = enc(x).double().numpy()
         ypm = 2.0 * y.double().numpy() - 1.0
@@ -352,8 +350,8 @@ def test_invariants_on_a_nonlinear_model(nonlinear_results):
 def test_same_inputs_and_seed_give_identical_curves(nonlinear_results):
     enc, out = nonlinear_results
     inputs, res = out[0]
-    attack = PGD(norm="linf", steps=10, restarts=1, step_factor=2.5, batch_size=64)
-    again = RepresentationRobustness(attack, EPS3, scale=2.0, n_points=48).compute(inputs)
+    attack = PGD(norm="linf", eps=tuple(EPS3), steps=10, restarts=1, step_factor=2.5, batch_size=64)
+    again = RepresentationRobustness(attack, scale=2.0, n_points=48).compute(inputs)
     assert set(again.curves) == set(res.curves)
     for name in res.curves:
         assert list(again.curves[name].x) == list(res.curves[name].x), name
@@ -362,7 +360,7 @@ def test_same_inputs_and_seed_give_identical_curves(nonlinear_results):
     # and PGD itself is a function of the generator's seed
     x = torch.randn((4, *SHAPE), generator=torch.Generator().manual_seed(40))
     obj = _shift_objective(enc, x)
-    p = PGD(norm="l2", steps=5, restarts=2, step_factor=2.5, batch_size=2)
+    p = PGD(norm="l2", eps=(0.0,), steps=5, restarts=2, step_factor=2.5, batch_size=2)
     (xa, va), (xb, vb) = (p.maximise(obj, x, 0.3, torch.Generator().manual_seed(7)) for _ in range(2))
     assert torch.equal(xa, xb) and torch.equal(va, vb)
 
@@ -371,7 +369,7 @@ def test_same_inputs_and_seed_give_identical_curves(nonlinear_results):
 # 5. Bad input
 # ----------------------------------------------------------------------------------------------------------
 
-GOOD = dict(norm="linf", steps=5, restarts=1, step_factor=2.5, batch_size=8)
+GOOD = dict(norm="linf", eps=(0.0, 0.1), steps=5, restarts=1, step_factor=2.5, batch_size=8)
 
 
 @pytest.mark.parametrize("kw", [dict(norm="l1"), dict(norm="L3"), dict(steps=0), dict(steps=-1),
@@ -383,10 +381,13 @@ def test_bad_attack_settings_raise(kw):
 
 
 def test_negative_eps_raises():
+    """The eps grid now lives on the attack (PGD(..., eps=grid)); a negative radius is rejected there and by
+    maximise."""
     with pytest.raises(ValueError):
-        RepresentationRobustness(PGD(**GOOD), [0.0, -0.1], scale=1.0, n_points=4)
-    enc = linear_encoder(np.ones((1, D)))
+        PGD(**(GOOD | dict(eps=(0.0, -0.1))))
+    with pytest.raises(ValueError):
+        PGD(**(GOOD | dict(eps=(-0.2,))))
+    enc, _ = linear_encoder(np.ones((1, D)))
     x = torch.zeros((2, *SHAPE))
     with pytest.raises(ValueError):
         PGD(**GOOD).maximise(lambda xa: enc(xa).norm(dim=1), x, -0.5, torch.Generator().manual_seed(0))
-    assert math.isfinite(0.0)

@@ -8,11 +8,12 @@ seeded by the caller, so an attack is deterministic under a seed on a given devi
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from synbench.encoders import autocast as autocast_to
 
 NORMS = ("l2", "linf")
 
@@ -64,17 +65,16 @@ class PGD:
         ``x``; returns (best inputs, best values). ``eps = 0`` evaluates ``x`` itself."""
         if not eps >= 0:
             raise ValueError(f"attack epsilon {eps!r} must be >= 0")
-        ctx = (lambda: torch.autocast(x.device.type, dtype=autocast)) if autocast else contextlib.nullcontext
         best_x, best_v = x.detach().clone(), torch.full((len(x),), -torch.inf, device=x.device)
         if eps == 0:
-            with torch.no_grad(), ctx():
+            with torch.no_grad(), autocast_to(x.device, autocast):
                 return best_x, objective(best_x).float()
         alpha = self.step_factor * eps / self.steps
         for _ in range(self.restarts):
             x_adv = project(x + self._random_start(x, eps, generator), x, eps, self.norm, pixel_range)
             for k in range(self.steps + 1):
                 x_adv = x_adv.detach().requires_grad_(True)
-                with torch.enable_grad(), ctx():
+                with torch.enable_grad(), autocast_to(x.device, autocast):
                     values = objective(x_adv).float()
                 better = values.detach() > best_v
                 best_v = torch.where(better, values.detach(), best_v)

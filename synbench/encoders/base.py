@@ -13,6 +13,11 @@ import torch
 from torch import nn
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``, or a no-op context when ``dtype`` is None (fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 class EncoderError(ValueError):
     """A model that cannot be built as configured (unknown name, missing or mismatched weights)."""
 

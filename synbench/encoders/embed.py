@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synbench.data import GaussianMixture, Split
-from synbench.encoders.base import Encoder, Precision
+from synbench.encoders.base import Encoder, Precision, autocast
 from synbench.encoders.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def embed_stream(encoder: Encoder, mixture: GaussianMixture, scale: float, split
     """Embed ``n`` samples of one (scale, split); returns (features [n, D] float32, labels [n])."""
     z = torch.empty((n, encoder.num_features), dtype=torch.float32, device=device)
     y = torch.empty(n, dtype=torch.long, device=device)
-    dtype = precision.autocast_dtype(device)
     start = 0
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.inference_mode(), autocast(device, precision.autocast_dtype(device)):
         for x, labels in mixture.stream(scale, split, n, seed, batch_size, device):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

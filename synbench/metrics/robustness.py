@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from synbench.attacks import PGD
 from synbench.data import GaussianMixture, Split
 from synbench.data.mixture import derive_seed
+from synbench.encoders import autocast
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
 
 TIE = 1e-9
@@ -46,7 +47,7 @@ class RepresentationRobustness:
         i = next(k for k, s in enumerate(emb.scales) if abs(s - self.scale) <= TIE)
         probe = inputs.probe.fit(emb.z[Split.train][i], emb.y[Split.train][i])
         device = emb.z[Split.train].device
-        autocast = inputs.precision.autocast_dtype(device)
+        dtype = inputs.precision.autocast_dtype(device)
         encoder.requires_grad_(False)
         w = probe.weight.float()  # [V, D]
         b = probe.bias.float()  # [V]
@@ -56,12 +57,12 @@ class RepresentationRobustness:
         rows = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
                                 "clean_accuracy", "robust_accuracy", "certified_but_broken")}
         delta_stats = {"mean": [], "median": [], "max": [], "from_end_to_end": []}
-        for e_idx, eps in enumerate(self.eps):
+        for eps in self.eps:
             per_batch = []
             stream = inputs.mixture.stream(self.scale, Split.test, n, inputs.seed, self.attack.batch_size, device)
             for bi, (x, y) in enumerate(stream):
                 gen = torch.Generator(device=device).manual_seed(derive_seed("attack", inputs.seed, eps, bi))
-                per_batch.append(self._attack_batch(encoder, x, y, eps, w, b, w_norm, gen, autocast))
+                per_batch.append(self._attack_batch(encoder, x, y, eps, w, b, w_norm, gen, dtype))
             res = {k: torch.cat([p[k] for p in per_batch], -1) for k in per_batch[0]}
             for k in rows:
                 rows[k].append(res[k].mean(-1))
@@ -69,47 +70,44 @@ class RepresentationRobustness:
             delta_stats["mean"].append(delta.mean())
             delta_stats["median"].append(delta.median())
             delta_stats["max"].append(delta.max())
-            delta_stats["from_end_to_end"].append(res["delta_e2e_wins"].float().mean())
+            delta_stats["from_end_to_end"].append(res["delta_e2e_wins"].mean())
         return self._result(probe.labels, rows, delta_stats, w_norm)
 
-    def _attack_batch(self, encoder, x, y, eps, w, b, w_norm, gen, autocast):
+    def _attack_batch(self, encoder, x, y, eps, w, b, w_norm, gen, dtype):
+        """Per-point quantities [V, n] (V probe variants) for one batch at one eps."""
         sign = (2 * y - 1).float()
-        ctx = torch.autocast(x.device.type, dtype=autocast) if autocast else torch.autocast(x.device.type, enabled=False)
-        with torch.no_grad(), ctx:
+        with torch.no_grad(), autocast(x.device, dtype):
             f_clean = encoder(x).float()
         _, shift = self.attack.maximise(lambda xa: (encoder(xa).float() - f_clean).norm(dim=1), x, eps, gen,
-                                        self.pixel_range, autocast)
-        m = sign[None, :] * (f_clean @ w.T + b).T  # [V, n] signed margins
-        out = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
-                               "clean_accuracy", "robust_accuracy", "certified_but_broken", "delta_e2e_wins")}
-        deltas = []
-        for v in range(len(w)):
+                                        self.pixel_range, dtype)
+        f_adv = []
+        for v in range(len(w)):  # end-to-end: PGD on each variant's loss through the model
             def head_loss(xa, v=v):
                 return F.softplus(-sign * (encoder(xa).float() @ w[v] + b[v]))
 
-            x_adv, _ = self.attack.maximise(head_loss, x, eps, gen, self.pixel_range, autocast)
-            with torch.no_grad(), ctx:
-                f_adv = encoder(x_adv).float()
-            m_adv = sign * (f_adv @ w[v] + b[v])
-            e2e_shift = (f_adv - f_clean).norm(dim=1)
-            delta = torch.maximum(shift, e2e_shift)
-            loss = F.softplus(-m[v])
-            drop = w_norm[v] * delta
-            out["clean_loss"].append(loss)
-            out["adv_loss"].append(F.softplus(-m_adv))
-            out["bound_spectral"].append(loss + drop)  # L = 1 for the binary logistic loss
-            out["bound_data"].append(loss + torch.sigmoid(-(m[v] - drop)) * drop)
-            out["criterion"].append((m[v] > drop).float())
-            out["clean_accuracy"].append((m[v] > 0).float())
-            out["robust_accuracy"].append((m_adv > 0).float())
+            x_adv, _ = self.attack.maximise(head_loss, x, eps, gen, self.pixel_range, dtype)
+            with torch.no_grad(), autocast(x.device, dtype):
+                f_adv.append(encoder(x_adv).float())
+        f_adv = torch.stack(f_adv)  # [V, n, D]
+        e2e_shift = (f_adv - f_clean).norm(dim=-1).max(0).values
+        delta = torch.maximum(shift, e2e_shift)  # Delta_f estimate per point: the best of all attacks
+        m = sign * (f_clean @ w.T + b).T  # [V, n] signed margins
+        m_adv = sign * (torch.einsum("vnd,vd->vn", f_adv, w) + b[:, None])
+        drop = w_norm[:, None] * delta  # the largest margin drop Delta_f allows
+        loss = F.softplus(-m)
+        return {
+            "clean_loss": loss,
+            "adv_loss": F.softplus(-m_adv),
+            "bound_spectral": loss + drop,  # L = 1 for the binary logistic loss
+            "bound_data": loss + torch.sigmoid(-(m - drop)) * drop,
+            "criterion": (m > drop).float(),
+            "clean_accuracy": (m > 0).float(),
+            "robust_accuracy": (m_adv > 0).float(),
             # must stay 0: a certified point that the attack flipped would contradict criterion (ii)
-            out["certified_but_broken"].append(((m[v] > drop) & (m_adv <= 0)).float())
-            deltas.append(delta)
-            out["delta_e2e_wins"].append(e2e_shift > shift)
-        res = {k: torch.stack(v) for k, v in out.items()}
-        res["delta"] = torch.stack(deltas).max(0).values  # Delta_f estimate per point: the best of all attacks
-        res["delta_e2e_wins"] = res["delta_e2e_wins"].any(0)
-        return res
+            "certified_but_broken": ((m > drop) & (m_adv <= 0)).float(),
+            "delta": delta,
+            "delta_e2e_wins": (e2e_shift > shift).float(),
+        }
 
     def _result(self, labels, rows, delta_stats, w_norm) -> MetricResult:
         res = MetricResult(self.name)
