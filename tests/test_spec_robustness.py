@@ -91,7 +91,6 @@ def test_pgd_linf_reaches_rank_one_supremum():
     u = rng.standard_normal(4)
     a = rng.standard_normal(D)
     enc, A = linear_encoder(np.outer(u, a))
-    
     # rank one: ||A d||_2 = ||u||_2 |a . d|, so sup over ||d||_inf <= eps is eps ||u||_2 ||a||_1
     # (= eps * sum_i ||A[:, i]||_2 column norms for a rank-one A)
     col = np.linalg.norm(A, axis=0).sum()
@@ -148,7 +147,6 @@ def test_pgd_l2_reaches_the_operator_norm(step_factor, within):
     v, _ = np.linalg.qr(g.standard_normal((D, 6)))
     a = u @ np.diag([3.0, 1.0, 0.7, 0.5, 0.3, 0.1]) @ v.T
     enc, A = linear_encoder(a)
-    
     smax = np.linalg.svd(A, compute_uv=False)[0]
     x = torch.randn((16, *SHAPE), generator=torch.Generator().manual_seed(15))
     eps = 0.5
@@ -165,7 +163,6 @@ def test_pgd_l2_reaches_the_operator_norm(step_factor, within):
 def test_pgd_l2_in_a_pixel_box_stays_in_ball_and_box():
     rng = np.random.default_rng(16)
     enc, A = linear_encoder(rng.standard_normal((4, D)))
-    
     smax = np.linalg.svd(A, compute_uv=False)[0]
     x = torch.rand((8, *SHAPE), generator=torch.Generator().manual_seed(17))
     eps = 1.5
@@ -270,6 +267,10 @@ def test_one_dimensional_linear_representation_matches_closed_form(probe_factory
         # the data-dependent form is a valid upper bound and no looser than the spectral one
         bd = curve(res, f"{lab}/bound_data")[k]
         assert worst_loss * (1 - 2e-3) <= bd <= (clean + abs(w) * delta) * (1 + 1e-3) + 1e-6
+        # spec (i), binary single logit: loss(x') - loss(x) <= |d loss / d f (x')| ||f(x') - f(x)||_2
+        # = sigmoid(-y_pm s(x')) |w| Delta_f; at the worst point y_pm s(x') = m_i - |w| delta, shift = delta
+        data = np.mean(np_softplus(-margin) + abs(w) * delta / (1.0 + np.exp(margin - abs(w) * delta)))
+        assert bd == pytest.approx(data, rel=1e-3, abs=1e-6)
     # the attack did something: strictly larger losses for larger eps
     assert np.all(np.diff(curve(res, f"{lab}/adv_loss")) > 0)
 
@@ -278,10 +279,22 @@ def test_one_dimensional_linear_representation_matches_closed_form(probe_factory
 # 3. Invariants on a small nonlinear model
 # ----------------------------------------------------------------------------------------------------------
 
+STD = [1.0, 0.8, 1.2]
+
+
 def tanh_encoder(seed=30, hidden=8, m=4):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Flatten(), nn.Linear(D, hidden), nn.Tanh(), nn.Linear(hidden, m))
-    return Encoder(net, SHAPE, [0.5, 0.4, 0.3], [1.0, 0.8, 1.2], m, {"name": "tanh-mlp"})
+    return Encoder(net, SHAPE, [0.5, 0.4, 0.3], STD, m, {"name": "tanh-mlp"}), net
+
+
+def lipschitz_linf(net) -> float:
+    """Upper bound on sup_{||d||_inf <= 1} ||f(x + d) - f(x)||_2 for f = W2 tanh(W1 (x - mu)/sigma + b1) + b2:
+    tanh is 1-Lipschitz, so <= ||W2||_2 ||W1 S||_{inf->2} <= ||W2||_2 sum_j ||(W1 S)[:, j]||_2."""
+    w1 = net[1].weight.detach().double().numpy()
+    w2 = net[3].weight.detach().double().numpy()
+    s = np.repeat(1.0 / np.asarray(STD), D // 3)  # channel-major flattening of (C, H, W)
+    return float(np.linalg.norm(w2, 2) * np.linalg.norm(w1 * s[None, :], axis=0).sum())
 
 
 EPS3 = [0.0, 0.02, 0.05, 0.1]
@@ -289,18 +302,19 @@ EPS3 = [0.0, 0.02, 0.05, 0.1]
 
 @pytest.fixture(scope="module")
 def nonlinear_results():
-    enc = tanh_encoder()
+    enc, net = tanh_encoder()
     out = []
     for probe in (RobustLogisticProbe(0.0, "l2", 1e-3, 200), RobustBayesProbe(1e-8, [0.0, 0.1])):
         inputs = make_inputs(enc, probe, [2.0], n_test=48, seed=3)
         attack = PGD(norm="linf", eps=tuple(EPS3), steps=10, restarts=1, step_factor=2.5, batch_size=64)
         res = RepresentationRobustness(attack, scale=2.0, n_points=48).compute(inputs)
         out.append((inputs, res))
-    return enc, out
+    return enc, net, out
 
 
 def test_invariants_on_a_nonlinear_model(nonlinear_results):
-    enc, out = nonlinear_results
+    enc, net, out = nonlinear_results
+    lip = lipschitz_linf(net)
     for inputs, res in out:
         probe = fitted_probe(inputs)
         x, y = stream_points(inputs.mixture, 2.0, 48, 3)
@@ -312,6 +326,8 @@ def test_invariants_on_a_nonlinear_model(nonlinear_results):
         assert dmean[0] == pytest.approx(0.0, abs=1e-7) and dmax[0] == pytest.approx(0.0, abs=1e-7)
         assert np.all(np.diff(dmean) > 0), dmean
         assert np.all(dmed <= dmax + 1e-9) and np.all(dmean <= dmax + 1e-9)
+        # a sup over the l-inf ball can never exceed the Lipschitz bound (catches attacks leaving the ball)
+        assert np.all(dmax <= lip * np.asarray(EPS3) * (1 + 1e-5)), (dmax, lip)
         for v, lab in enumerate(probe.labels):
             W = probe.weight[v].double().numpy()
             s = f @ W + float(probe.bias[v])
@@ -348,7 +364,7 @@ def test_invariants_on_a_nonlinear_model(nonlinear_results):
 # ----------------------------------------------------------------------------------------------------------
 
 def test_same_inputs_and_seed_give_identical_curves(nonlinear_results):
-    enc, out = nonlinear_results
+    enc, _, out = nonlinear_results
     inputs, res = out[0]
     attack = PGD(norm="linf", eps=tuple(EPS3), steps=10, restarts=1, step_factor=2.5, batch_size=64)
     again = RepresentationRobustness(attack, scale=2.0, n_points=48).compute(inputs)
