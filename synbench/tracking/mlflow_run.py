@@ -115,7 +115,8 @@ class MlflowTracker:
 
     def run_url(self, job: "JobRun") -> str:
         base = self.uri if not self.is_local else "http://127.0.0.1:5000"
-        return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}"
+        # the query opens MLflow 3's classic "model training" view instead of its GenAI view
+        return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
 
 
 class JobRun:
