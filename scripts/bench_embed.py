@@ -6,7 +6,8 @@
 
 Random-init weights (no download needed). Prints a Markdown table; --json writes the rows too.
 The job row is the whole ``synbench.app.run`` (model build, data generation, forward, probes, score,
-MLflow logging to a throwaway SQLite store, created before the clock starts), so its gap to the raw forward is everything that is not the model.
+MLflow logging to a throwaway SQLite store, created before the clock starts), so its gap to the raw
+forward is everything that is not the model.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"model={args.model}" if (ROOT / "conf/model" / f"{args.model}.yaml").exists()
-                     else f"model=timm", f"model.name={args.model}", "model.pretrained=false",
+                     else "model=timm", f"model.name={args.model}", "model.pretrained=false",
                      f"mixture.scales=[{','.join(map(str, scales))}]", f"mixture.n_train={n}", f"mixture.n_test={n}",
                      f"embed.batch_size={batch}", f"embed.precision={args.precision}", f"embed.compile={args.compile}",
                      f"device={device}", "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",

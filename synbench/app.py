@@ -11,7 +11,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synbench.config import build, check_config, flat_params, job_hash, resolve_device
 from synbench.data import GaussianMixture, Split

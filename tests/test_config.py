@@ -20,7 +20,7 @@ def test_default_config_composes_every_group(tmp_path):
 
 
 def test_paper_experiment_is_the_published_protocol(tmp_path):
-    with pytest.raises(Exception):  # the override must be explicit about replacing the null experiment
+    with pytest.raises(ConfigCompositionException):  # must say it replaces the null experiment: no '+' 
         make_cfg(tmp_path, "+experiment=paper_vit_b16")
     from hydra import compose, initialize_config_dir
     from synbench.app import CONF_DIR
