@@ -14,8 +14,7 @@ from typing import Callable
 import torch
 
 from synbench.encoders import autocast as autocast_to
-
-NORMS = ("l2", "linf")
+from synbench.probes import check_norm
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
@@ -50,8 +49,7 @@ class PGD:
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
         if not self.eps or any(not e >= 0 for e in self.eps):
             raise ValueError(f"attack.eps={list(self.eps)} must be a non-empty list of radii >= 0 (pixel units)")
-        if self.norm not in NORMS:
-            raise ValueError(f"attack.norm={self.norm!r} is not supported; valid: {', '.join(NORMS)}")
+        check_norm(self.norm, "attack.norm")
         for key in ("steps", "restarts", "batch_size"):
             if int(getattr(self, key)) <= 0:
                 raise ValueError(f"attack.{key}={getattr(self, key)!r} must be a positive integer")

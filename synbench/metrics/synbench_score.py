@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from synbench.data import GaussianMixture, Split
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
-from synbench.probes import LinearProbe, RobustBayesProbe
+from synbench.probes import LinearProbe, RobustBayesProbe, accuracy_of
 
 TIE = 1e-12  # grid points within this of a threshold count as >= it (linspace rounding)
 
@@ -48,10 +48,10 @@ def score_ratio(e_rep: np.ndarray, e_raw: np.ndarray, grid: np.ndarray, threshol
 
 def probe_scores(probe: LinearProbe, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(accuracy [E], bound [E]) of a fitted probe on test features; a tie (margin 0) counts as half right."""
-    m = probe.margins(z)  # [E, n]
-    correct = torch.where((y == 1)[None, :], m > 0, m < 0)
-    acc = probe.accuracy(z, y, torch.zeros_like(probe.radius))
-    ratio = m.abs() / torch.where(probe.unit > 0, probe.unit, torch.ones_like(probe.unit))[:, None]
+    signed = probe.robust_margins(z, y, torch.zeros_like(probe.radius))  # [E, n], y_pm * margin
+    correct = signed > 0
+    acc = accuracy_of(signed)
+    ratio = signed.abs() / torch.where(probe.unit > 0, probe.unit, torch.ones_like(probe.unit))[:, None]
     hits = correct.double().sum(1)
     bound = torch.where((hits > 0) & (probe.unit > 0), (ratio * correct).sum(1) / hits.clamp_min(1), 0.0)
     return acc, bound

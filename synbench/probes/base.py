@@ -48,10 +48,8 @@ class LinearProbe:
         return -(self.weight @ self.center)
 
     def accuracy(self, z: torch.Tensor, y: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
-        """[E] fraction of points (robustly, within ``radius``; default each variant's own) classified right.
-        A signed margin of exactly 0 is a coin flip and counts as half right (a constant feature scores 0.5)."""
-        m = self.robust_margins(z, y, radius)
-        return ((m > 0).to(m.dtype) + 0.5 * (m == 0).to(m.dtype)).mean(1)
+        """[E] fraction of points (robustly, within ``radius``; default each variant's own) classified right."""
+        return accuracy_of(self.robust_margins(z, y, radius))
 
     def robust_margins(self, z: torch.Tensor, y: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
         """[E, n] signed margins after the worst perturbation of ``z`` within ``radius`` (exact for a linear
@@ -59,6 +57,12 @@ class LinearProbe:
         r = self.radius if radius is None else radius
         signed = self.margins(z) * (2 * y.to(self.weight.dtype) - 1)[None, :]
         return signed - (r * dual_norm(self.weight, self.norm))[:, None]
+
+
+def accuracy_of(signed: torch.Tensor) -> torch.Tensor:
+    """[E] accuracy from signed margins [E, n]. A signed margin of exactly 0 is a coin flip and counts as half
+    right (so a constant feature scores 0.5)."""
+    return ((signed > 0).to(signed.dtype) + 0.5 * (signed == 0).to(signed.dtype)).mean(1)
 
 
 def label(name: str, value: float) -> str:
