@@ -46,7 +46,8 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     if cfg.embed.compile:
         encoder.backbone.compile()
     m = cfg.mixture
-    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std, mean=m.mean,
+    centre = encoder.centre if m.mean is None else m.mean  # null: the middle of the encoder's declared range
+    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std, mean=centre,
                               direction=m.direction, direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res,
                               chunk_size=m.chunk_size)
     mixture.mu("cpu")  # validates the direction before the run starts
@@ -55,7 +56,8 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         metric.check(scales, mixture)
 
     job = {"config_hash": job_hash(cfg), "device": str(device), "encoder": encoder.identity,
-           "num_features": encoder.num_features, "output_dir": str(output_dir)}
+           "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": centre,
+           "output_dir": str(output_dir)}
     tags = {"synbench.kind": "job", "synbench.model": cfg.model.name, "synbench.config_hash": job["config_hash"],
             "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"]}
     run_name = cfg.tracking.run_name or _default_run_name(cfg)

@@ -20,11 +20,54 @@ OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.exp
 
 @dataclass
 class ModelConf:
-    _target_: str = MISSING  # a builder returning a synbench.encoders.Encoder
-    name: str = MISSING  # timm model name
+    """What every encoder source takes; each ``_target_`` is a builder returning a synbench.encoders.Encoder."""
+
+    _target_: str = MISSING
+    name: str = MISSING  # the model's name (timm/torchvision name; the label of the rest)
     pretrained: bool = MISSING  # false: seeded random init (said explicitly, never a fallback)
-    checkpoint: Optional[str] = None  # local weights file; overrides the hub
+    checkpoint: Optional[str] = None  # local weights file; overrides the hub / packaged weights
+    init_seed: int = MISSING
+
+
+@dataclass
+class ImageModelConf(ModelConf):
+    """timm and torchvision classifiers."""
+
     normalize: str = MISSING  # model | imagenet
+    input_size: Optional[int] = None  # square side in pixels; null: the model's own (pretrained config) size
+
+
+@dataclass
+class CrepeModelConf(ModelConf):
+    size: str = MISSING  # tiny | full
+
+
+@dataclass
+class HFModelConf:
+    """A Hugging Face transformers vision backbone (optional extra: synbench[hf])."""
+
+    _target_: str = "synbench.encoders.hf_encoder.load_hf_encoder"
+    name: str = MISSING
+    path: str = MISSING  # a save_pretrained directory (or a hub id where there is network)
+    pooling: str = MISSING  # pooler | cls | mean
+    normalize: str = MISSING  # model: preprocessor_config.json's mean/std | imagenet
+    pretrained: bool = MISSING  # false: the config's architecture with a seeded random init
+    init_seed: int = MISSING
+
+
+@dataclass
+class CustomModelConf:
+    """A user's nn.Module (synbench/encoders/custom.py states the contract)."""
+
+    _target_: str = "synbench.encoders.custom.wrap_module"
+    _recursive_: bool = False  # the module is built by the wrapper, under model.init_seed
+    name: str = MISSING
+    module: Any = MISSING  # {_target_: my_pkg.MyNet, ...its arguments}
+    input_shape: list[int] = MISSING  # [C, H, W] images | [C, L] audio
+    value_range: list[float] = MISSING  # [lo, hi] of valid raw inputs; the mixture is centred on its middle
+    mean: list[float] = MISSING  # per channel (or one value): the encoder feeds (x - mean) / std
+    std: list[float] = MISSING
+    checkpoint: Optional[str] = None
     init_seed: int = MISSING
 
 
@@ -35,7 +78,7 @@ class MixtureConf:
     n_test: int = MISSING
     prior: float = MISSING
     noise_std: float = MISSING
-    mean: float = MISSING  # pixel offset of both classes (paper: 0.5)
+    mean: Optional[float] = MISSING  # offset of both classes; null: the centre of the encoder's value range
     direction: str = MISSING  # ones | random | lowfreq
     direction_seed: int = MISSING
     lowfreq_res: int = MISSING
@@ -130,7 +173,7 @@ class PathsConf:
 
 @dataclass
 class Config:
-    model: ModelConf = MISSING
+    model: Any = MISSING  # one of the model schemas above, by the `model` group's choice
     mixture: MixtureConf = MISSING
     epsilon: EpsilonConf = MISSING
     probe: Any = MISSING
@@ -148,7 +191,11 @@ class Config:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="model", name="base_model", node=ModelConf)
+    cs.store(group="model", name="base_image_model", node=ImageModelConf)
+    cs.store(group="model", name="base_packaged_model", node=ModelConf)
+    cs.store(group="model", name="base_crepe_model", node=CrepeModelConf)
+    cs.store(group="model", name="base_custom_model", node=CustomModelConf)
+    cs.store(group="model", name="base_hf_model", node=HFModelConf)
     cs.store(group="mixture", name="base_mixture", node=MixtureConf)
     cs.store(group="epsilon", name="base_epsilon", node=EpsilonConf)
     cs.store(group="probe", name="base_robust_bayes", node=RobustBayesConf)

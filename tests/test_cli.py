@@ -1,5 +1,6 @@
 """The real command line: a 2-job multirun nests under one parent run; bad input is one line, exit 1."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,3 +48,25 @@ def test_bad_input_is_one_line_and_no_run(tmp_path):
     assert last.startswith("synbench: error: epsilon value 1.2 is outside [0, 1)")
     assert not (tmp_path / "mlflow" / "mlflow.db").exists() or not MlflowClient(
         f"sqlite:///{tmp_path}/mlflow/mlflow.db").search_runs(["0", "1"])
+
+
+def readme_example(marker: str) -> str:
+    """The fenced block right after ``<!-- custom-example:<marker> -->`` in the README, as written."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split(f"<!-- custom-example:{marker} -->", 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_the_readme_custom_module_example_runs_as_written(tmp_path):
+    (tmp_path / "my_encoders.py").write_text(readme_example("file my_encoders.py"))
+    command = readme_example("command")
+    assert command.startswith("PYTHONPATH=. python -m synbench model=custom")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SynBench job finished" in proc.stdout and "synbench/score:" in proc.stdout
+    [results] = list(tmp_path.glob("outputs/runs/*/*/results.json"))
+    job = json.loads(results.read_text())["job"]
+    assert job["num_features"] == 16 and job["encoder"]["input_shape"] == [3, 64, 64]
+    assert job["encoder"]["module"] == {"_target_": "my_encoders.SmallConvNet", "width": 16}

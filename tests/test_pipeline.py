@@ -76,6 +76,10 @@ def test_same_seed_same_score_other_seed_within_noise(cfg_factory, tmp_path):
 
 @pytest.mark.parametrize("override, error, needle", [
     ("model.name=not_a_model", EncoderError, "model.name='not_a_model'"),
+    ("model.input_size=0", EncoderError, "model.input_size=0"),
+    ("model=onet model.checkpoint=/nonexistent/onet.pt", EncoderError, "model.checkpoint='/nonexistent/onet.pt'"),
+    ("model=crepe_tiny model.size=huge", EncoderError, "model.size='huge'"),
+    ("model=torchvision model.name=resnet19", EncoderError, "model.name='resnet19'"),
     ("epsilon.grid=[0.0,1.0]", ValueError, "outside [0, 1)"),
     ("mixture.scales=[2.0,1.0]", ValueError, "not strictly increasing"),
     ("mixture.n_test=0", ValueError, "mixture.n_test=0"),

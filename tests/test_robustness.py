@@ -21,8 +21,7 @@ D = 48
 def linear_encoder(matrix: torch.Tensor) -> Encoder:
     lin = nn.Linear(D, matrix.shape[0], bias=False)
     lin.weight.data = matrix.float()
-    return Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, matrix.shape[0],
-                   {"name": "linear"})
+    return Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, {"name": "linear"})
 
 
 def pgd(norm, steps=40, restarts=1, eps=(0.0,)):

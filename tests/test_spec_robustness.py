@@ -33,7 +33,7 @@ def linear_encoder(a: np.ndarray, name="lin"):
     lin = nn.Linear(D, a.shape[0], bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(a, dtype=torch.float32))
-    enc = Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, a.shape[0], {"name": name})
+    enc = Encoder(nn.Sequential(nn.Flatten(), lin), SHAPE, [0.0] * 3, [1.0] * 3, {"name": name})
     return enc, lin.weight.detach().double().numpy().copy()
 
 
@@ -285,7 +285,7 @@ STD = [1.0, 0.8, 1.2]
 def tanh_encoder(seed=30, hidden=8, m=4):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Flatten(), nn.Linear(D, hidden), nn.Tanh(), nn.Linear(hidden, m))
-    return Encoder(net, SHAPE, [0.5, 0.4, 0.3], STD, m, {"name": "tanh-mlp"}), net
+    return Encoder(net, SHAPE, [0.5, 0.4, 0.3], STD, {"name": "tanh-mlp"}), net
 
 
 def lipschitz_linf(net) -> float:

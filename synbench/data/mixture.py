@@ -1,6 +1,6 @@
 """The symmetric binary Gaussian mixture of SynBench (spec section 1), streamed on the device.
 
-``x = mean + y_sign * s * mu + noise_std * N(0, I)`` in pixel units, shaped C x H x W. Sigma is never
+``x = mean + y_sign * s * mu + noise_std * N(0, I)`` in input units, shaped like the encoder's input. Sigma is never
 materialised. Samples come in fixed-size chunks, each drawn by its own generator whose seed is derived from
 (seed, scale, split, chunk index): the bytes of sample i do not depend on the batch size, the device's batch
 back-off or the other scales of the grid, so the embedding cache can be keyed per scale.
@@ -31,21 +31,26 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def mean_direction(kind: str, shape: tuple[int, int, int], seed: int, lowfreq_res: int) -> torch.Tensor:
-    """Unit-norm mean direction ``mu`` of shape C x H x W, built on the CPU so every device sees the same one.
+def mean_direction(kind: str, shape: tuple[int, ...], seed: int, lowfreq_res: int) -> torch.Tensor:
+    """Unit-norm mean direction ``mu`` of ``shape`` (C x spatial...), built on the CPU so every device sees the
+    same one.
 
-    ``ones``: the paper's ``1_d / sqrt(d)``, a global brightness shift. ``random``: a seeded Gaussian vector.
-    ``lowfreq``: a seeded C x r x r pattern bilinearly upsampled to H x W.
+    ``ones``: the paper's ``1_d / sqrt(d)``, a global brightness (or DC) shift. ``random``: a seeded Gaussian
+    vector. ``lowfreq``: a seeded C x r (x r) pattern, linearly upsampled to the spatial size (images: H x W,
+    audio: L).
     """
-    c, h, w = shape
     gen = torch.Generator().manual_seed(seed)
     if kind == "ones":
         mu = torch.ones(shape, dtype=torch.float64)
     elif kind == "random":
         mu = torch.randn(shape, generator=gen, dtype=torch.float64)
     elif kind == "lowfreq":
-        coarse = torch.randn((1, c, lowfreq_res, lowfreq_res), generator=gen, dtype=torch.float64)
-        mu = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
+        spatial = tuple(shape[1:])
+        if not 1 <= len(spatial) <= 3:
+            raise ValueError(f"mixture.direction='lowfreq' needs 1 to 3 spatial axes; the input shape is {list(shape)}")
+        coarse = torch.randn((1, shape[0], *[lowfreq_res] * len(spatial)), generator=gen, dtype=torch.float64)
+        mode = ("linear", "bilinear", "trilinear")[len(spatial) - 1]
+        mu = F.interpolate(coarse, size=spatial, mode=mode, align_corners=False)[0]
     else:
         raise ValueError(f"mixture.direction={kind!r} is not supported; valid: {', '.join(DIRECTIONS)}")
     return (mu / mu.norm()).to(torch.float32)
@@ -53,9 +58,10 @@ def mean_direction(kind: str, shape: tuple[int, int, int], seed: int, lowfreq_re
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """One mixture setting in pixel space; ``scale`` multiplies the unit mean direction."""
+    """One mixture setting in input space; ``scale`` multiplies the unit mean direction. ``shape`` is the
+    encoder's input shape (C x H x W images, C x L audio) and ``mean`` the centre of its value range."""
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     prior: float
     noise_std: float
     mean: float
@@ -72,13 +78,13 @@ class GaussianMixture:
         return mean_direction(self.direction, self.shape, self.direction_seed, self.lowfreq_res).to(device)
 
     def chunk(self, scale: float, split: Split, index: int, size: int, seed: int, mu: torch.Tensor):
-        """Chunk ``index`` of ``size`` samples: (pixels [size, C, H, W] float32, labels [size] int64)."""
+        """Chunk ``index`` of ``size`` samples: (inputs [size, *shape] float32, labels [size] int64)."""
         gen = torch.Generator(device=mu.device).manual_seed(
             derive_seed("mixture-chunk", seed, float(scale), Split(split).value, index))
         labels = (torch.rand(size, generator=gen, device=mu.device) < self.prior).long()
         x = torch.randn((size, *self.shape), generator=gen, device=mu.device)
         x.mul_(self.noise_std).add_(self.mean)
-        sign = (2 * labels - 1).to(x.dtype).view(-1, 1, 1, 1)
+        sign = (2 * labels - 1).to(x.dtype).view(-1, *[1] * len(self.shape))
         x.add_(sign * (scale * mu))
         return x, labels
 

@@ -1,8 +1,10 @@
-"""The encoder contract every model backend satisfies.
+"""The encoder contract every model backend satisfies (timm, torchvision, transformers, packaged, your own).
 
-An ``Encoder`` takes *pixel-space* images (before any normalisation) and returns pooled features. Keeping the
-input normalisation inside ``forward`` lets attacks and noise paths (robustness bound, RMQM) differentiate
-from pixel space through the whole model.
+An ``Encoder`` takes raw inputs (*pixel-space* images before any normalisation, or audio samples) and returns
+pooled features. It declares what it takes: ``input_shape`` (C x H x W, or C x L for audio), ``value_range``
+(the range of valid raw inputs, whose centre is the mixture's default mean: 0.5 for [0, 1] images, 0 for
+[-1, 1] audio) and the normalisation ``(x - mean) / std`` applied inside ``forward``, so attacks and noise
+paths (robustness bound, RMQM) differentiate from raw-input space through the whole model.
 """
 
 from __future__ import annotations
@@ -19,7 +21,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 class EncoderError(ValueError):
-    """A model that cannot be built as configured (unknown name, missing or mismatched weights)."""
+    """A model that cannot be built as configured (unknown name, missing or mismatched weights, an input size
+    it cannot run at, an output that is not pooled features)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (or its type when it has none): errors here are one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise EncoderError(f"{key}={value!r} is not supported; valid: {', '.join(valid)}")
+
+
+def check_input_size(input_size) -> None:
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0):
+        raise EncoderError(f"model.input_size={input_size!r} must be a positive integer (pixels of a square side) "
+                           f"or null for the model's own size")
 
 
 class Precision(str, Enum):
@@ -42,19 +62,57 @@ class Precision(str, Enum):
 
 
 class Encoder(nn.Module):
-    """``features = backbone((pixels - mean) / std)``, with mean/std as buffers that follow ``.to(device)``."""
+    """``features = backbone((pixels - mean) / std)``, with mean/std as buffers that follow ``.to(device)``.
 
-    def __init__(self, backbone: nn.Module, input_shape: tuple[int, int, int], mean, std, num_features: int,
-                 identity: dict):
+    ``num_features`` is *measured*: one forward pass of a tiny batch at construction, never a width a backbone
+    declares. Declared widths lie (timm's ``num_features`` is the pre-head width, while ``num_classes=0``
+    returns the pre-logits of MobileNetV3, VGG, ...), and every consumer sizes its buffers from this number.
+    The same pass rejects, with one line, a backbone that cannot run at ``input_shape`` or does not return
+    pooled features ``[batch, width]``.
+    """
+
+    def __init__(self, backbone: nn.Module, input_shape: tuple[int, ...], mean, std, identity: dict,
+                 value_range: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = backbone.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
-        self.num_features = int(num_features)
+        lo, hi = (float(v) for v in value_range)
+        if not lo < hi:
+            raise EncoderError(f"value_range={list(value_range)} of model {identity.get('name')!r} must be [lo, hi] "
+                               f"with lo < hi")
+        self.value_range = (lo, hi)
         #: everything that determines the features (name, weights, preprocessing); keys the embedding cache.
         self.identity = identity
-        c = self.input_shape[0]
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, c, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, c, 1, 1))
+        view = (1, self.input_shape[0]) + (1,) * (len(self.input_shape) - 1)  # per channel, any input rank
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(view))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(view))
+        self.num_features = self._measure_width()
+
+    @property
+    def centre(self) -> float:
+        """The middle of the valid input range: the mixture's default mean (the paper's 0.5 for images)."""
+        return (self.value_range[0] + self.value_range[1]) / 2
+
+    @property
+    def name(self) -> str:
+        return str(self.identity.get("name", type(self.backbone).__name__))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone((pixels - self.mean) / self.std)
+
+    def _measure_width(self, batch: int = 2) -> int:
+        shape = [batch, *self.input_shape]
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(self.mean.device)  # global RNG untouched
+        try:
+            with torch.inference_mode():
+                out = self(x)
+        except Exception as err:  # any failure of a foreign module's forward is this model's, said in one line
+            raise EncoderError(f"model {self.name!r} cannot run on inputs of shape {shape}: "
+                               f"{type(err).__name__}: {first_line(err)}") from err
+        if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch
+                and out.is_floating_point() and out.shape[1] > 0):
+            got = (f"a {out.dtype} tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor)
+                   else f"a {type(out).__name__}")
+            raise EncoderError(f"model {self.name!r} returned {got} for inputs of shape {shape}; an encoder must "
+                               f"return pooled float features of shape [batch, width], e.g. [{batch}, 768]")
+        return int(out.shape[1])
