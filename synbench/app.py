@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -17,6 +16,7 @@ from synbench.config import build, check_config, flat_params, job_hash, resolve_
 from synbench.data import GaussianMixture, Split
 from synbench.encoders import Precision, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
+from synbench.encoders.tune import apply_plan, configure_threads, plan_embedding
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
 from synbench.tracking import TrackingError, write_local_results
@@ -40,32 +40,31 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     metrics = [build(node) for node in cfg.metrics.values()]
     tracker = tracker_from(cfg)
     tracker.connect()
+    configure_threads()
     encoder = build(cfg.model).to(device)
-    if cfg.embed.channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
-    if cfg.embed.compile:
-        encoder.backbone.compile()
     m = cfg.mixture
-    centre = encoder.centre if m.mean is None else m.mean  # null: the middle of the encoder's declared range
-    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std, mean=centre,
-                              direction=m.direction, direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res,
-                              chunk_size=m.chunk_size)
-    mixture.mu("cpu")  # validates the direction before the run starts
+    mixture = build_mixture(m, encoder)
     scales = [float(s) for s in m.scales]
     for metric in metrics:
         metric.check(scales, mixture)
+    e = cfg.embed
+    plan = plan_embedding(encoder, device, precision, e.batch_size, e.channels_last, list(e.tune_batches),
+                          e.tune_max_pass_seconds, e.tune_min_seconds, cfg.cache.tuning_dir)
+    apply_plan(encoder, plan)
+    if e.compile:
+        encoder.backbone.compile()
 
     job = {"config_hash": job_hash(cfg), "device": str(device), "encoder": encoder.identity,
-           "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": centre,
-           "output_dir": str(output_dir)}
+           "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": mixture.mean,
+           "embed_plan": plan.params(), "tune_seconds": plan.seconds, "output_dir": str(output_dir)}
     tags = {"synbench.kind": "job", "synbench.model": cfg.model.name, "synbench.config_hash": job["config_hash"],
             "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"]}
     run_name = cfg.tracking.run_name or _default_run_name(cfg)
-    with tracker.job_run(run_name, flat_params(cfg), tags) as mlrun:
+    with tracker.job_run(run_name, {**flat_params(cfg), **plan.params()}, tags) as mlrun:
         # 2. the one embedding pass, shared by every metric
         cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
         emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
-                            cfg.embed.batch_size, device, precision, cfg.embed.channels_last, cache, cfg.progress)
+                            plan.batch_size, device, precision, plan.channels_last, cache, cfg.progress)
         # 3. metrics
         inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision)
         t0 = time.perf_counter()
@@ -78,7 +77,8 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         for result in results:
             mlrun.log_result(result)
         mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
-                           "job/metric_seconds": job["metric_seconds"]})
+                           "job/metric_seconds": job["metric_seconds"], "job/tune_seconds": plan.seconds,
+                           **({"embed/tuned_images_per_s": plan.images_per_s} if plan.images_per_s else {})})
         mlrun.log_files(files, output_dir)
         if hydra_dir is not None:
             mlrun.log_dir(Path(hydra_dir), "hydra")
@@ -86,6 +86,16 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
                "run_url": tracker.run_url(mlrun)}
     _print_summary(summary, tracker, results)
     return summary
+
+
+def build_mixture(m: DictConfig, encoder) -> GaussianMixture:
+    """The job's mixture in the encoder's input space; ``mixture.mean: null`` is the middle of the encoder's
+    declared value range. The direction is built once here, so a bad one fails before any run."""
+    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std,
+                              mean=encoder.centre if m.mean is None else m.mean, direction=m.direction,
+                              direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res, chunk_size=m.chunk_size)
+    mixture.mu("cpu")
+    return mixture
 
 
 def _default_run_name(cfg: DictConfig) -> str:
@@ -99,9 +109,8 @@ def _default_run_name(cfg: DictConfig) -> str:
 def _print_summary(summary: dict, tracker, results) -> None:
     lines = ["", "SynBench job finished"]
     for r in results:
-        for key in ("score", "best_eps"):
-            if key in r.scalars:
-                lines.append(f"  {r.name}/{key}: {r.scalars[key]:.4f}")
+        for key in r.headline:
+            lines.append(f"  {r.name}/{key}: {r.scalars[key]:.4f}")
     lines.append(f"  results: {summary['output_dir']}/results.json")
     lines.append(f"  MLflow run: {summary['run_url']}")
     if tracker.is_local:

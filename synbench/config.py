@@ -124,6 +124,31 @@ class ProbeAccuracyConf:
 
 
 @dataclass
+class RMQMConf:
+    _target_: str = "synbench.metrics.rmqm.RMQM"
+    scale: float = MISSING  # the mixture scale whose test inputs are altered (must be on mixture.scales)
+    n_points: int = MISSING
+    batch_size: int = MISSING
+    noise_levels: int = MISSING  # n of the white-noise schedule (level 0 = clean)
+    sigma_max: float = MISSING  # noise std at the last level, input units
+    pgd_levels: int = MISSING  # n of the PGD schedule: n-1 ascent steps, every iterate recorded
+    pgd_alpha: float = MISSING  # linf step size, input units
+    pgd_radius: float = MISSING  # linf ball radius
+    pgd_offset: float = MISSING  # size of the seeded offset the first step leaves from
+    pixel_range: Any = None  # [lo, hi] both paths are clipped to; None: unbounded (mixture.pixel_range)
+
+
+@dataclass
+class SpectrumConf:
+    _target_: str = "synbench.metrics.spectrum.Spectrum"
+    scale: float = MISSING  # the headline scale (must be on mixture.scales); curves cover every scale
+    rankme_eps: float = MISSING  # RankMe's epsilon added to the normalised singular values
+    fit_start: int = MISSING  # alpha-ReQ: first eigenvalue index of the log-log fit (1-based)
+    fit_stop: Optional[int] = None  # last index; null: the last eigenvalue above rel_floor * lambda_1
+    rel_floor: float = MISSING
+
+
+@dataclass
 class AttackConf:
     _target_: str = "synbench.attacks.PGD"
     norm: str = MISSING  # l2 | linf
@@ -154,16 +179,20 @@ class TrackingConf:
 
 @dataclass
 class EmbedConf:
-    batch_size: int = MISSING
+    batch_size: Any = MISSING  # auto (timed on the job's model and device) | a positive integer
     precision: str = MISSING  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = MISSING
-    channels_last: bool = MISSING
+    channels_last: Any = MISSING  # auto (timed) | true | false
+    tune_batches: list[int] = MISSING  # candidate batch sizes for auto, tried in increasing order
+    tune_max_pass_seconds: float = MISSING  # a candidate whose one pass takes longer ends the search
+    tune_min_seconds: float = MISSING  # timed seconds per candidate (after one warm-up pass)
 
 
 @dataclass
 class CacheConf:
     enabled: bool = MISSING
     dir: str = MISSING
+    tuning_dir: str = MISSING
 
 
 @dataclass
@@ -203,6 +232,8 @@ def register() -> None:
     cs.store(group="metrics", name="base_synbench", node=SynBenchMetricConf)
     cs.store(group="metrics", name="base_probe_accuracy", node=ProbeAccuracyConf)
     cs.store(group="metrics", name="base_robustness", node=RobustnessConf)
+    cs.store(group="metrics", name="base_spectrum", node=SpectrumConf)
+    cs.store(group="metrics", name="base_rmqm", node=RMQMConf)
     cs.store(group="attack", name="base_attack", node=AttackConf)
     cs.store(group="tracking", name="base_tracking", node=TrackingConf)
 
@@ -231,15 +262,25 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"mixture.noise_std={mix.noise_std} must be > 0")
     if int(mix.lowfreq_res) <= 0:
         raise ValueError(f"mixture.lowfreq_res={mix.lowfreq_res} must be a positive integer")
-    if int(cfg.embed.batch_size) <= 0:
-        raise ValueError(f"embed.batch_size={cfg.embed.batch_size} must be a positive integer")
+    emb = cfg.embed
+    if emb.batch_size != "auto" and not (isinstance(emb.batch_size, int) and not isinstance(emb.batch_size, bool)
+                                         and emb.batch_size > 0):
+        raise ValueError(f"embed.batch_size={emb.batch_size!r} must be a positive integer or auto")
+    if emb.channels_last not in ("auto", True, False):
+        raise ValueError(f"embed.channels_last={emb.channels_last!r} must be true, false or auto")
+    if not emb.tune_batches or any(int(b) <= 0 for b in emb.tune_batches):
+        raise ValueError(f"embed.tune_batches={list(emb.tune_batches)} must be a non-empty list of positive integers")
+    if not (emb.tune_max_pass_seconds > 0 and emb.tune_min_seconds > 0):
+        raise ValueError(f"embed.tune_max_pass_seconds={emb.tune_max_pass_seconds} and embed.tune_min_seconds="
+                         f"{emb.tune_min_seconds} must be > 0")
     if not cfg.metrics:
         raise ValueError("metrics is empty; select at least one, e.g. metrics=[synbench]")
 
 
 # Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
 NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "embed.batch_size", "embed.compile",
-                     "embed.channels_last")
+                     "embed.channels_last", "embed.tune_batches", "embed.tune_max_pass_seconds",
+                     "embed.tune_min_seconds")
 
 
 def resolved(cfg: DictConfig) -> dict:

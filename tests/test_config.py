@@ -36,7 +36,7 @@ def test_paper_experiment_is_the_published_protocol(tmp_path):
     assert list(cfg.metrics.synbench.thresholds) == [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
 
 
-@pytest.mark.parametrize("override", ["mixture.n_train=abc", "embed.batch_size=1.5", "model.nonexistent=1",
+@pytest.mark.parametrize("override", ["mixture.n_train=abc", "embed.tune_min_seconds=soon", "model.nonexistent=1",
                                       "metrics.synbench.grid_num=many"])
 def test_wrong_types_and_unknown_keys_fail_at_compose(tmp_path, override):
     with pytest.raises(ConfigCompositionException):
@@ -53,7 +53,12 @@ def test_wrong_types_and_unknown_keys_fail_at_compose(tmp_path, override):
     ("mixture.chunk_size=0", "mixture.chunk_size=0"),
     ("mixture.prior=1.0", "mixture.prior=1.0"),
     ("mixture.noise_std=0", "mixture.noise_std=0"),
-    ("embed.batch_size=0", "embed.batch_size=0"),
+    ("embed.batch_size=0", "embed.batch_size=0 must be a positive integer or auto"),
+    ("embed.batch_size=1.5", "embed.batch_size=1.5"),
+    ("embed.batch_size=fast", "embed.batch_size='fast'"),
+    ("embed.channels_last=maybe", "embed.channels_last='maybe' must be true, false or auto"),
+    ("embed.tune_batches=[]", "embed.tune_batches=[]"),
+    ("embed.tune_min_seconds=0", "embed.tune_min_seconds=0"),
     ("metrics=[]", "metrics is empty"),
 ])
 def test_bad_values_get_one_line_errors(tmp_path, override, needle):
@@ -71,7 +76,8 @@ def test_eps_outside_unit_interval_is_rejected(grid):
 
 def test_job_hash_tracks_what_is_computed_not_where(tmp_path):
     base = job_hash(make_cfg(tmp_path))
-    assert job_hash(make_cfg(tmp_path / "elsewhere", "embed.batch_size=7", "device=cpu", "progress=true")) == base
+    assert job_hash(make_cfg(tmp_path / "elsewhere", "embed.batch_size=7", "device=cpu", "progress=true",
+                             "embed.channels_last=true", "embed.tune_batches=[2,4]")) == base
     assert job_hash(make_cfg(tmp_path, "seed=1")) != base
     assert job_hash(make_cfg(tmp_path, "epsilon.grid=[0.0]")) != base
 

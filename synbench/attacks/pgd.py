@@ -1,7 +1,8 @@
 """Projected gradient ascent on any per-sample objective of pixel-space inputs.
 
 One small module for every attack the metrics need: the representation shift ``||f(x') - f(x)||`` (robustness
-bound, RMQM), a head's loss through the model (end-to-end), ... The forward runs under bf16 autocast on CUDA
+bound, RMQM's PGD path), a head's loss through the model (end-to-end), ... ``ascend`` is the one ascent loop;
+``PGD`` keeps the best iterate over random restarts, RMQM records the whole path. The forward runs under bf16 autocast on CUDA
 (the caller's ``precision``); the input and its gradient stay fp32. Random starts come from a generator
 seeded by the caller, so an attack is deterministic under a seed on a given device.
 """
@@ -9,7 +10,7 @@ seeded by the caller, so an attack is deterministic under a seed on a given devi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -31,6 +32,26 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
         delta = delta * (eps / _per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
     out = x + delta
     return out if pixel_range is None else out.clamp(*pixel_range)
+
+
+def ascend(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, start: torch.Tensor, eps: float,
+           alpha: float, norm: str, steps: int, pixel_range: tuple[float, float] | None = None,
+           autocast: torch.dtype | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Gradient ascent on ``objective`` from ``start``, each step (``alpha`` times the sign of the gradient for
+    linf, the unit gradient for l2) projected into the ``eps`` ball around ``x`` and the pixel box. Yields
+    every iterate 0..steps with its objective values (detached), so a caller can keep the best (PGD) or the
+    whole path (RMQM) from one run: ``steps`` forward+backward passes and one last forward."""
+    x_adv = start
+    for k in range(steps + 1):
+        x_adv = x_adv.detach().requires_grad_(True)
+        with torch.enable_grad(), autocast_to(x.device, autocast):
+            values = objective(x_adv).float()
+        yield x_adv.detach(), values.detach()
+        if k == steps:
+            return
+        (grad,) = torch.autograd.grad(values.sum(), x_adv)
+        step = grad.sign() if norm == "linf" else grad / _per_sample_norm(grad).clamp_min(1e-12)
+        x_adv = project(x_adv.detach() + alpha * step, x, eps, norm, pixel_range)
 
 
 @dataclass(frozen=True)
@@ -69,19 +90,12 @@ class PGD:
                 return best_x, objective(best_x).float()
         alpha = self.step_factor * eps / self.steps
         for _ in range(self.restarts):
-            x_adv = project(x + self._random_start(x, eps, generator), x, eps, self.norm, pixel_range)
-            for k in range(self.steps + 1):
-                x_adv = x_adv.detach().requires_grad_(True)
-                with torch.enable_grad(), autocast_to(x.device, autocast):
-                    values = objective(x_adv).float()
-                better = values.detach() > best_v
-                best_v = torch.where(better, values.detach(), best_v)
-                best_x[better] = x_adv.detach()[better]
-                if k == self.steps:
-                    break
-                (grad,) = torch.autograd.grad(values.sum(), x_adv)
-                step = grad.sign() if self.norm == "linf" else grad / _per_sample_norm(grad).clamp_min(1e-12)
-                x_adv = project(x_adv.detach() + alpha * step, x, eps, self.norm, pixel_range)
+            start = project(x + self._random_start(x, eps, generator), x, eps, self.norm, pixel_range)
+            for x_adv, values in ascend(objective, x, start, eps, alpha, self.norm, self.steps, pixel_range,
+                                        autocast):
+                better = values > best_v
+                best_v = torch.where(better, values, best_v)
+                best_x[better] = x_adv[better]
         return best_x, best_v
 
     def _random_start(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:

@@ -10,11 +10,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from synbench.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ class EmbeddingCache:
             return None
 
     def put(self, key: dict, tensors: dict[str, torch.Tensor]) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                      metadata={"key": json.dumps(key, sort_keys=True, default=str)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return replace_atomically(self.path(key), lambda tmp: save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, tmp,
+            metadata={"key": json.dumps(key, sort_keys=True, default=str)}))

@@ -51,6 +51,7 @@ class MetricResult:
     tables: dict[str, dict] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
     params: dict[str, object] = field(default_factory=dict)
+    headline: tuple[str, ...] = ()  # scalar keys the job's closing summary prints
 
     def to_dict(self) -> dict:
         return {

@@ -123,7 +123,7 @@ class SynBenchScore:
         return res
 
     def _result(self, scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw) -> MetricResult:
-        res = MetricResult(self.name)
+        res = MetricResult(self.name, headline=("score", "best_eps"))
         scores = {t: score_ratio(e_rep, e_raw, self.grid, t) for t in self.thresholds}  # [E] each
         for t, per_eps in scores.items():
             for e, value in zip(eps, per_eps):

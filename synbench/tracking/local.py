@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 
+from synbench.files import write_json_atomic
 from synbench.metrics import MetricResult, Plot
-
-
-def _clean(obj):
-    """JSON has no NaN/inf: write them as null so the file stays valid for every reader."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(payload), f, indent=2)
-    os.replace(tmp, path)
-    return path
 
 
 def render_plot(plot: Plot, path: Path) -> Path:

@@ -1,0 +1,165 @@
+"""The embedding pass picks its own batch size and memory layout, by timing the job's model on its device.
+
+No fixed default is right everywhere: a CPU is fastest at small batches whose activations stay in cache,
+and channels_last lets oneDNN run convnets up to twice as fast; a GPU wants the largest batch that fits.
+So before the first scale, short forward passes of the real model (same autocast, random inputs of the real
+shape) are timed over the candidate batch sizes, in increasing order, for each layout, and the fastest pair
+is used. A layout's search stops once a batch is clearly slower than its best, when one pass outlasts
+``max_pass_seconds`` (bigger batches no longer pay on that machine) or at the first CUDA out-of-memory (the
+largest batch that fits). The result is cached per (architecture, device, threads, dtype, input shape,
+versions): a sweep tunes once. Explicit settings skip all of it. The data never depend on the choice (the
+mixture is drawn in fixed seeded chunks), so neither do the scores, up to float rounding of the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from synbench.encoders.base import Encoder, Precision, autocast
+from synbench.encoders.cache import key_digest
+from synbench.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SLOWER = 0.9  # a batch below this fraction of the layout's best rate ends that layout's search
+
+
+@dataclass(frozen=True)
+class EmbedPlan:
+    batch_size: int
+    channels_last: bool
+    images_per_s: float | None = None  # measured rate of the choice; None when both were set by hand
+    source: str = "config"  # config | tuned | cache
+    trials: tuple = ()  # (batch, channels_last, images/s) of every candidate timed
+    seconds: float = 0.0  # what the search cost this job (0 from the config or the cache)
+
+    def params(self) -> dict:
+        return {"embed.tuned.batch_size": self.batch_size, "embed.tuned.channels_last": self.channels_last,
+                "embed.tuned.source": self.source, "embed.threads": torch.get_num_threads()}
+
+
+def physical_cores() -> int:
+    """Distinct (physical id, core id) pairs of /proc/cpuinfo; the logical count where that is unreadable."""
+    try:
+        pairs, phys = set(), None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                phys = value.strip()
+            elif key.strip() == "core id":
+                pairs.add((phys, value.strip()))
+        return len(pairs) or os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def configure_threads() -> int:
+    """Intra-op threads: the user's ``OMP_NUM_THREADS`` (torch reads it) when set, else the physical cores
+    (hyperthreads only contend for the same units in dense kernels)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(physical_cores())
+    return torch.get_num_threads()
+
+
+def device_name(device: torch.device) -> str:
+    """What the timings depend on: the GPU's name, or the CPU's model and the threads it runs with."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"{cpu} x{torch.get_num_threads()} threads"
+
+
+def plan_embedding(encoder: Encoder, device: torch.device, precision: Precision, batch_size, channels_last,
+                   candidates: list[int], max_pass_seconds: float, min_seconds: float,
+                   cache_dir: str | Path | None) -> EmbedPlan:
+    """Explicit ``batch_size`` / ``channels_last`` win; ``"auto"`` ones are measured (or read from the cache)."""
+    image = len(encoder.input_shape) == 3  # channels_last exists for 4-D batches only
+    if batch_size != "auto" and channels_last != "auto":
+        return EmbedPlan(int(batch_size), bool(channels_last) and image)
+    batches = sorted(int(b) for b in candidates) if batch_size == "auto" else [int(batch_size)]
+    layouts = ([False, True] if image else [False]) if channels_last == "auto" else [bool(channels_last) and image]
+    dtype = precision.autocast_dtype(device)
+    arch = {k: v for k, v in encoder.identity.items() if k != "weights"}  # speed does not depend on weights
+    key = {"architecture": arch, "device": device_name(device), "autocast": str(dtype), "batches": batches,
+           "layouts": layouts, "max_pass_seconds": max_pass_seconds, "torch": torch.__version__}
+    path = Path(cache_dir) / f"{key_digest(key)}.json" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            plan = EmbedPlan(saved["batch_size"], saved["channels_last"], saved["images_per_s"], "cache",
+                             tuple(tuple(t) for t in saved["trials"]))  # seconds: 0, nothing was timed
+            _report(plan, encoder)
+            return plan
+        except (ValueError, KeyError, TypeError) as err:  # an unreadable entry is a miss, never a crash
+            log.warning("ignoring unreadable tuning cache entry %s (%s)", path, err)
+    t0, trials = time.perf_counter(), []
+    for layout in layouts:
+        trials += _search(encoder, device, dtype, batches, layout, max_pass_seconds, min_seconds)
+    encoder.to(memory_format=torch.contiguous_format)
+    if not trials:
+        raise RuntimeError(f"no candidate batch size in {batches} fits model {encoder.name!r} on {device}")
+    best = max(trials, key=lambda t: t[2])
+    plan = EmbedPlan(best[0], best[1], best[2], "tuned", tuple(trials), time.perf_counter() - t0)
+    if path is not None:
+        write_json_atomic(path, {"key": key, **asdict(plan)})
+    _report(plan, encoder)
+    return plan
+
+
+def apply_plan(encoder: Encoder, plan: EmbedPlan) -> Encoder:
+    return encoder.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+
+
+def _report(plan: EmbedPlan, encoder: Encoder) -> None:
+    layout = "channels_last" if plan.channels_last else "contiguous"
+    log.info("embedding plan for %s (%s in %.1f s): batch %d, %s, %.1f images/s, %d threads", encoder.name,
+             plan.source, plan.seconds, plan.batch_size, layout, plan.images_per_s or float("nan"),
+             torch.get_num_threads())
+
+
+def _search(encoder, device, dtype, batches, channels_last, max_pass_seconds, min_seconds) -> list[tuple]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    encoder.to(memory_format=fmt)
+    gen = torch.Generator(device=device).manual_seed(0)
+    trials, best = [], 0.0
+    for batch in batches:
+        try:
+            x = torch.rand((batch, *encoder.input_shape), generator=gen, device=device)
+            rate, one_pass = _time(encoder, x.contiguous(memory_format=fmt) if x.dim() == 4 else x, dtype,
+                                   min_seconds)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break  # the previous batch was the largest that fits
+        trials.append((batch, channels_last, rate))
+        best = max(best, rate)
+        if rate < SLOWER * best or one_pass > max_pass_seconds:
+            break
+    return trials
+
+
+def _time(encoder, x, dtype, min_seconds) -> tuple[float, float]:
+    """(images/s, seconds of one pass): one warm-up pass, then passes until ``min_seconds`` have run."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    with torch.inference_mode(), autocast(x.device, dtype):
+        encoder(x)
+        sync()
+        passes, t0 = 0, time.perf_counter()
+        while True:
+            encoder(x)
+            sync()
+            passes += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds:
+                return passes * len(x) / elapsed, elapsed / passes

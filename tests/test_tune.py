@@ -1,0 +1,141 @@
+"""The embedding pass picks its own batch size and layout: the search rule, explicit settings winning, the
+cache, the logged choice, and scores that do not depend on it."""
+
+import json
+import math
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from synbench import app
+from synbench.encoders import Precision
+from synbench.encoders import tune
+from synbench.encoders.timm_encoder import load_timm_encoder
+
+CPU = torch.device("cpu")
+
+
+def encoder():
+    return load_timm_encoder("test_vit", False, None, "model", 0)
+
+
+def plan(enc, cache_dir=None, batch_size="auto", channels_last="auto", batches=(4, 8, 16, 32), max_pass=10.0):
+    return tune.plan_embedding(enc, CPU, Precision.fp32, batch_size, channels_last, list(batches), max_pass, 0.01,
+                               cache_dir)
+
+
+def fake_rates(monkeypatch, rates, seconds_per_image=0.0):
+    """Replace the clock: ``rates[(batch, channels_last)]`` images/s; records what was timed."""
+    timed = []
+
+    def fake(enc, x, dtype, min_seconds):
+        key = (len(x), x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        timed.append(key)
+        return rates[key], seconds_per_image * len(x)
+
+    monkeypatch.setattr(tune, "_time", fake)
+    return timed
+
+
+def test_search_stops_once_a_batch_is_clearly_slower_and_picks_the_fastest(monkeypatch):
+    rates = {(4, False): 10.0, (8, False): 20.0, (16, False): 17.0, (32, False): 30.0,
+             (4, True): 12.0, (8, True): 25.0, (16, True): 24.0, (32, True): 19.0}
+    timed = fake_rates(monkeypatch, rates)
+    p = plan(encoder())
+    # contiguous: 16 is below 0.9 x 20, so 32 is never timed; channels_last: 24 >= 22.5 goes on, 19 stops
+    assert timed == [(4, False), (8, False), (16, False), (4, True), (8, True), (16, True), (32, True)]
+    assert (p.batch_size, p.channels_last, p.images_per_s, p.source) == (8, True, 25.0, "tuned")
+
+
+def test_search_stops_when_one_pass_outlasts_the_budget(monkeypatch):
+    rates = {(b, cl): float(b) for b in (4, 8, 16, 32) for cl in (False, True)}
+    timed = fake_rates(monkeypatch, rates, seconds_per_image=0.1)  # batch 16: 1.6 s a pass
+    p = plan(encoder(), max_pass=1.0)
+    assert [b for b, cl in timed if not cl] == [4, 8, 16]
+    assert p.batch_size == 16
+
+
+def test_explicit_settings_bypass_the_tuner(monkeypatch, tmp_path):
+    timed = fake_rates(monkeypatch, {})
+    p = plan(encoder(), tmp_path, batch_size=7, channels_last=False)
+    assert (p.batch_size, p.channels_last, p.source, p.images_per_s) == (7, False, "config", None)
+    assert timed == [] and not list(tmp_path.iterdir())
+
+
+def test_one_explicit_knob_is_kept_while_the_other_is_tuned(monkeypatch):
+    rates = {(b, cl): 1.0 + b + 5 * cl for b in (4, 8, 16, 32) for cl in (False, True)}
+    fake_rates(monkeypatch, rates)
+    p = plan(encoder(), batch_size=16)
+    assert (p.batch_size, p.channels_last) == (16, True)
+    p = plan(encoder(), channels_last=False)
+    assert (p.batch_size, p.channels_last) == (32, False)
+
+
+def test_audio_inputs_have_no_channels_last_candidate(monkeypatch):
+    from synbench.encoders.crepe import load_crepe
+
+    timed = fake_rates(monkeypatch, {(b, False): float(b) for b in (4, 8)})
+    p = plan(load_crepe("crepe_tiny", "tiny", False, None, 0), batches=(4, 8))
+    assert all(not cl for _, cl in timed) and not p.channels_last
+
+
+def test_the_cache_is_reused_and_a_corrupt_entry_is_a_miss(monkeypatch, tmp_path):
+    first = plan(encoder(), tmp_path, batches=(4, 8))  # real timing
+    [entry] = list(tmp_path.iterdir())
+    assert first.source == "tuned" and first.images_per_s > 0
+    fake_rates(monkeypatch, {})  # any timing now would raise KeyError
+    again = plan(load_timm_encoder("test_vit", False, None, "model", 1), tmp_path, batches=(4, 8))
+    assert again.source == "cache" and (again.batch_size, again.channels_last) == (first.batch_size,
+                                                                                  first.channels_last)
+    entry.write_text("{not json")
+    monkeypatch.undo()
+    redo = plan(encoder(), tmp_path, batches=(4, 8))
+    assert redo.source == "tuned" and json.loads(entry.read_text())["batch_size"] == redo.batch_size
+
+
+def test_threads_follow_omp_num_threads_when_set(monkeypatch):
+    assert tune.physical_cores() >= 1
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    try:
+        assert tune.configure_threads() == 1  # left as the user set it
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert tune.configure_threads() == tune.physical_cores()
+    finally:
+        torch.set_num_threads(before)
+
+
+AUTO = ["embed.batch_size=auto", "embed.channels_last=auto", "embed.tune_batches=[4,8,16]",
+        "embed.tune_min_seconds=0.05", "cache.enabled=false"]
+
+
+@pytest.mark.slow
+def test_a_job_logs_its_plan_and_a_second_job_reuses_it(cfg_factory, tmp_path, monkeypatch):
+    cfg = cfg_factory(*AUTO, "tracking.experiment=tuning", "tracking.run_name=tuned",
+                      f"cache.tuning_dir={tmp_path / 'tuning'}")
+    summary = app.run(cfg, tmp_path / "a")
+    [run] = MlflowClient(cfg.tracking.uri).search_runs(
+        [MlflowClient(cfg.tracking.uri).get_experiment_by_name("tuning").experiment_id])
+    params, metrics = run.data.params, run.data.metrics
+    assert params["embed.batch_size"] == "auto" and params["embed.tuned.source"] == "tuned"
+    assert int(params["embed.tuned.batch_size"]) in (4, 8, 16)
+    assert params["embed.tuned.channels_last"] in ("True", "False")
+    assert metrics["embed/tuned_images_per_s"] > 0
+    assert summary["embed_plan"]["embed.tuned.batch_size"] == int(params["embed.tuned.batch_size"])
+    fake_rates(monkeypatch, {})  # the second job must not time anything
+    again = app.run(cfg_factory(*AUTO, "tracking.experiment=tuning", f"cache.tuning_dir={tmp_path / 'tuning'}",
+                                "seed=1"), tmp_path / "b")
+    assert again["embed_plan"]["embed.tuned.source"] == "cache"
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_the_batch_size_or_layout(cfg_factory, tmp_path):
+    def scores(*overrides):
+        return app.run(cfg_factory("cache.enabled=false", *overrides), tmp_path / overrides[0])["scalars"]
+
+    a = scores("embed.batch_size=5", "embed.channels_last=false")
+    b = scores("embed.batch_size=64", "embed.channels_last=true")
+    assert a.keys() == b.keys()
+    assert all(math.isclose(a[k], b[k], abs_tol=1e-4) for k in a)
