@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["family", "model", "input_size", "params_m", "feature_width", "seconds", "outcome", "message"]
 JOB = ["model=timm", "model.pretrained=false", "progress=false", "cache.enabled=false", "epsilon.grid=[0.0,0.5]",
        "mixture.direction=random",
-       "metrics=[synbench]", "mixture.chunk_size=8", "embed.batch_size=8"]
+       "metrics=[synbench]", "mixture.chunk_size=8", "embed.batch_size=8", "resume=false"]
 
 
 def representatives(families: list[str]) -> dict[str, tuple[str, int]]:

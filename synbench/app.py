@@ -20,7 +20,7 @@ from synbench.encoders.tune import apply_plan, configure_threads, plan_embedding
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
 from synbench.tracking import TrackingError, write_local_results
-from synbench.tracking.mlflow_run import ui_command
+from synbench.tracking.mlflow_run import JobRun, process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
 
 log = logging.getLogger("synbench")
@@ -40,6 +40,11 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     metrics = [build(node) for node in cfg.metrics.values()]
     tracker = tracker_from(cfg)
     tracker.connect()
+    config_hash = job_hash(cfg)
+    if cfg.resume:
+        done = tracker.finished_run(config_hash)
+        if done is not None:
+            return _reuse(done, tracker, config_hash, output_dir)
     configure_threads()
     encoder = build(cfg.model).to(device)
     m = cfg.mixture
@@ -54,11 +59,11 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     if e.compile:
         encoder.backbone.compile()
 
-    job = {"config_hash": job_hash(cfg), "device": str(device), "encoder": encoder.identity,
+    job = {"config_hash": config_hash, "device": str(device), "encoder": encoder.identity,
            "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": mixture.mean,
            "embed_plan": plan.params(), "tune_seconds": plan.seconds, "output_dir": str(output_dir)}
     tags = {"synbench.kind": "job", "synbench.model": cfg.model.name, "synbench.config_hash": job["config_hash"],
-            "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"]}
+            "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"], **process_tags()}
     run_name = cfg.tracking.run_name or _default_run_name(cfg)
     with tracker.job_run(run_name, {**flat_params(cfg), **plan.params()}, tags) as mlrun:
         # 2. the one embedding pass, shared by every metric
@@ -86,6 +91,18 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
                "run_url": tracker.run_url(mlrun)}
     _print_summary(summary, tracker, results)
     return summary
+
+
+def _reuse(done, tracker, config_hash: str, output_dir: Path) -> dict:
+    """A FINISHED run of the same job exists: skip the work, point at it (``resume=false`` re-runs)."""
+    run_id = done.info.run_id
+    tracker.record_reuse(config_hash, run_id)
+    url = tracker.run_url(JobRun(run_id, done.info.experiment_id))
+    log.info("skipping the job: run %s with config hash %s is FINISHED (%s); resume=false re-runs it",
+             run_id, config_hash, url)
+    print(f"\nSynBench job skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
+    return {"config_hash": config_hash, "reused_run_id": run_id, "run_url": url, "output_dir": str(output_dir),
+            "scalars": dict(done.data.metrics)}
 
 
 def build_mixture(m: DictConfig, encoder) -> GaussianMixture:

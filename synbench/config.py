@@ -215,6 +215,7 @@ class Config:
     seed: int = MISSING
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress: bool = MISSING
+    resume: bool = MISSING  # skip a job whose run with the same config hash is FINISHED
 
 
 def register() -> None:
@@ -278,7 +279,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 # Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
-NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "embed.batch_size", "embed.compile",
+NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "resume", "embed.batch_size", "embed.compile",
                      "embed.channels_last", "embed.tune_batches", "embed.tune_max_pass_seconds",
                      "embed.tune_min_seconds")
 

@@ -12,8 +12,10 @@ import synbench.config  # noqa: E402,F401  (registers schemas and the abspath re
 from synbench.app import CONF_DIR  # noqa: E402
 
 # A job small enough for 2 CPU cores: test_vit, 4 scales reaching past Phi^-1(0.99), 64 + 64 samples each.
+# resume=false: the suite's jobs share one store and many re-run a config on purpose (test_resume.py says
+# what resume does).
 SMALL = ["mixture.scales=[0.5,1.5,2.5,3.5]", "mixture.n_train=64", "mixture.n_test=64", "mixture.chunk_size=32",
-         "epsilon.grid=[0.0,0.5]", "progress=false", "embed.batch_size=64"]
+         "epsilon.grid=[0.0,0.5]", "progress=false", "embed.batch_size=64", "resume=false"]
 
 
 def make_cfg(outputs: Path, *overrides: str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -113,10 +114,57 @@ class MlflowTracker:
                     mlflow.set_tag("synbench.error", f"{type(err).__name__}: {err}"[:5000])
                 raise
 
+    def finished_run(self, config_hash: str):
+        """The newest FINISHED run of the job with this ``synbench.config_hash`` (None when there is none),
+        after marking KILLED every RUNNING run of it whose process is gone: a job killed with SIGKILL never
+        ended its run, and nothing may trust it. FAILED and KILLED runs are never reused."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        runs = client.search_runs([self.experiment_id], order_by=["attributes.start_time DESC"],
+                                  filter_string=f"tags.`synbench.config_hash` = '{config_hash}' "
+                                                f"and tags.`synbench.kind` = 'job'")
+        for run in runs:
+            if run.info.status == "RUNNING" and _process_gone(run.data.tags):
+                tags = run.data.tags
+                client.set_tag(run.info.run_id, "synbench.error",
+                               f"stale: its process {tags['synbench.pid']} on {tags['synbench.host']} is gone "
+                               f"(killed without ending the run); found by a later run of the same job")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                log.warning("marked stale run %s KILLED: its process is gone", run.info.run_id)
+        return next((r for r in runs if r.info.status == "FINISHED"), None)
+
+    def record_reuse(self, config_hash: str, run_id: str) -> None:
+        """In a sweep, the parent run records which earlier run stands for this job."""
+        from mlflow.tracking import MlflowClient
+
+        parent = os.environ.get(PARENT_ENV)
+        if parent:
+            MlflowClient(self.uri).set_tag(parent, f"synbench.reused.{config_hash}", run_id)
+
     def run_url(self, job: "JobRun") -> str:
         base = self.uri if not self.is_local else "http://127.0.0.1:5000"
         # the query opens MLflow 3's classic "model training" view instead of its GenAI view
         return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
+
+
+def process_tags() -> dict[str, str]:
+    """Who runs a job: what a later run checks to tell a live RUNNING run from one whose process died."""
+    return {"synbench.host": socket.gethostname(), "synbench.pid": str(os.getpid())}
+
+
+def _process_gone(tags: dict) -> bool:
+    """A RUNNING run is stale when it was started on this host by a process that no longer exists. Runs of
+    other hosts cannot be checked from here and are left alone (the job is re-run all the same)."""
+    if tags.get("synbench.host") != socket.gethostname() or not tags.get("synbench.pid", "").isdigit():
+        return False
+    try:
+        os.kill(int(tags["synbench.pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class JobRun:
