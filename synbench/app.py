@@ -54,7 +54,9 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         metric.check(scales, mixture)
     e = cfg.embed
     plan = plan_embedding(encoder, device, precision, e.batch_size, e.channels_last, list(e.tune_batches),
-                          e.tune_max_pass_seconds, e.tune_min_seconds, cfg.cache.tuning_dir)
+                          e.tune_max_pass_seconds, e.tune_min_seconds, e.tune_budget,
+                          images=len(scales) * (m.n_train + m.n_test), largest=max(m.n_train, m.n_test),
+                          cache_dir=cfg.cache.tuning_dir)
     apply_plan(encoder, plan)
     if e.compile:
         encoder.backbone.compile()

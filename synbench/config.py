@@ -186,6 +186,7 @@ class EmbedConf:
     tune_batches: list[int] = MISSING  # candidate batch sizes for auto, tried in increasing order
     tune_max_pass_seconds: float = MISSING  # a candidate whose one pass takes longer ends the search
     tune_min_seconds: float = MISSING  # timed seconds per candidate (after one warm-up pass)
+    tune_budget: float = MISSING  # the search stops past this fraction of the projected embedding time
 
 
 @dataclass
@@ -271,9 +272,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"embed.channels_last={emb.channels_last!r} must be true, false or auto")
     if not emb.tune_batches or any(int(b) <= 0 for b in emb.tune_batches):
         raise ValueError(f"embed.tune_batches={list(emb.tune_batches)} must be a non-empty list of positive integers")
-    if not (emb.tune_max_pass_seconds > 0 and emb.tune_min_seconds > 0):
-        raise ValueError(f"embed.tune_max_pass_seconds={emb.tune_max_pass_seconds} and embed.tune_min_seconds="
-                         f"{emb.tune_min_seconds} must be > 0")
+    for key in ("tune_max_pass_seconds", "tune_min_seconds", "tune_budget"):
+        if not emb[key] > 0:
+            raise ValueError(f"embed.{key}={emb[key]} must be > 0")
     if not cfg.metrics:
         raise ValueError("metrics is empty; select at least one, e.g. metrics=[synbench]")
 
@@ -281,7 +282,7 @@ def check_config(cfg: DictConfig) -> None:
 # Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
 NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "resume", "embed.batch_size", "embed.compile",
                      "embed.channels_last", "embed.tune_batches", "embed.tune_max_pass_seconds",
-                     "embed.tune_min_seconds")
+                     "embed.tune_min_seconds", "embed.tune_budget")
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -59,6 +59,7 @@ def test_wrong_types_and_unknown_keys_fail_at_compose(tmp_path, override):
     ("embed.channels_last=maybe", "embed.channels_last='maybe' must be true, false or auto"),
     ("embed.tune_batches=[]", "embed.tune_batches=[]"),
     ("embed.tune_min_seconds=0", "embed.tune_min_seconds=0"),
+    ("embed.tune_budget=-1", "embed.tune_budget=-1"),
     ("metrics=[]", "metrics is empty"),
 ])
 def test_bad_values_get_one_line_errors(tmp_path, override, needle):

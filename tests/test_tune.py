@@ -20,9 +20,10 @@ def encoder():
     return load_timm_encoder("test_vit", False, None, "model", 0)
 
 
-def plan(enc, cache_dir=None, batch_size="auto", channels_last="auto", batches=(4, 8, 16, 32), max_pass=10.0):
+def plan(enc, cache_dir=None, batch_size="auto", channels_last="auto", batches=(4, 8, 16, 32), max_pass=10.0,
+         budget=1e9, largest=10**6):
     return tune.plan_embedding(enc, CPU, Precision.fp32, batch_size, channels_last, list(batches), max_pass, 0.01,
-                               cache_dir)
+                               budget, images=1000, largest=largest, cache_dir=cache_dir)
 
 
 def fake_rates(monkeypatch, rates, seconds_per_image=0.0):
@@ -43,8 +44,8 @@ def test_search_stops_once_a_batch_is_clearly_slower_and_picks_the_fastest(monke
              (4, True): 12.0, (8, True): 25.0, (16, True): 24.0, (32, True): 19.0}
     timed = fake_rates(monkeypatch, rates)
     p = plan(encoder())
-    # contiguous: 16 is below 0.9 x 20, so 32 is never timed; channels_last: 24 >= 22.5 goes on, 19 stops
-    assert timed == [(4, False), (8, False), (16, False), (4, True), (8, True), (16, True), (32, True)]
+    # side by side; contiguous: 16 is below 0.9 x 20, so 32 is never timed; channels_last: 24 >= 22.5 goes on
+    assert timed == [(4, False), (4, True), (8, False), (8, True), (16, False), (16, True), (32, True)]
     assert (p.batch_size, p.channels_last, p.images_per_s, p.source) == (8, True, 25.0, "tuned")
 
 
@@ -54,6 +55,16 @@ def test_search_stops_when_one_pass_outlasts_the_budget(monkeypatch):
     p = plan(encoder(), max_pass=1.0)
     assert [b for b, cl in timed if not cl] == [4, 8, 16]
     assert p.batch_size == 16
+
+
+def test_search_stops_at_its_budget_and_never_exceeds_the_largest_split(monkeypatch):
+    rates = {(b, cl): float(b) for b in (4, 8, 10, 16, 32) for cl in (False, True)}
+    timed = fake_rates(monkeypatch, rates)
+    plan(encoder(), budget=1e-12)  # spent after the first batch size
+    assert timed == [(4, False), (4, True)]
+    timed.clear()
+    p = plan(encoder(), largest=10)  # a stream never yields more than 10 samples: no batch above 10
+    assert sorted({b for b, _ in timed}) == [4, 8, 10] and p.batch_size == 10
 
 
 def test_explicit_settings_bypass_the_tuner(monkeypatch, tmp_path):
@@ -108,7 +119,7 @@ def test_threads_follow_omp_num_threads_when_set(monkeypatch):
 
 
 AUTO = ["embed.batch_size=auto", "embed.channels_last=auto", "embed.tune_batches=[4,8,16]",
-        "embed.tune_min_seconds=0.05", "cache.enabled=false"]
+        "embed.tune_min_seconds=0.05", "embed.tune_budget=100", "cache.enabled=false"]
 
 
 @pytest.mark.slow

@@ -3,10 +3,11 @@
 No fixed default is right everywhere: a CPU is fastest at small batches whose activations stay in cache,
 and channels_last lets oneDNN run convnets up to twice as fast; a GPU wants the largest batch that fits.
 So before the first scale, short forward passes of the real model (same autocast, random inputs of the real
-shape) are timed over the candidate batch sizes, in increasing order, for each layout, and the fastest pair
-is used. A layout's search stops once a batch is clearly slower than its best, when one pass outlasts
-``max_pass_seconds`` (bigger batches no longer pay on that machine) or at the first CUDA out-of-memory (the
-largest batch that fits). The result is cached per (architecture, device, threads, dtype, input shape,
+shape) are timed over the candidate batch sizes, in increasing order, for both layouts side by side, and the
+fastest pair is used. A layout drops out once a batch is clearly slower than its best or when one pass
+outlasts ``max_pass_seconds`` (bigger batches no longer pay on that machine); the search ends at the first
+CUDA out-of-memory (the largest batch that fits) or once it has cost ``budget`` of the job's projected
+embedding time, so a short job pays little for it. The result is cached per (architecture, device, threads, dtype, input shape,
 versions): a sweep tunes once. Explicit settings skip all of it. The data never depend on the choice (the
 mixture is drawn in fixed seeded chunks), so neither do the scores, up to float rounding of the layout.
 """
@@ -82,13 +83,17 @@ def device_name(device: torch.device) -> str:
 
 
 def plan_embedding(encoder: Encoder, device: torch.device, precision: Precision, batch_size, channels_last,
-                   candidates: list[int], max_pass_seconds: float, min_seconds: float,
-                   cache_dir: str | Path | None) -> EmbedPlan:
-    """Explicit ``batch_size`` / ``channels_last`` win; ``"auto"`` ones are measured (or read from the cache)."""
+                   candidates: list[int], max_pass_seconds: float, min_seconds: float, budget: float,
+                   images: int, largest: int, cache_dir: str | Path | None) -> EmbedPlan:
+    """Explicit ``batch_size`` / ``channels_last`` win; ``"auto"`` ones are measured (or read from the cache).
+
+    ``images``: what the job will embed; the search stops once it has cost ``budget`` times the embedding
+    time projected at the best rate so far. ``largest``: the most samples one stream yields (the larger
+    split), above which a batch is never used."""
     image = len(encoder.input_shape) == 3  # channels_last exists for 4-D batches only
     if batch_size != "auto" and channels_last != "auto":
         return EmbedPlan(int(batch_size), bool(channels_last) and image)
-    batches = sorted(int(b) for b in candidates) if batch_size == "auto" else [int(batch_size)]
+    batches = sorted({min(int(b), largest) for b in candidates}) if batch_size == "auto" else [int(batch_size)]
     layouts = ([False, True] if image else [False]) if channels_last == "auto" else [bool(channels_last) and image]
     dtype = precision.autocast_dtype(device)
     arch = {k: v for k, v in encoder.identity.items() if k != "weights"}  # speed does not depend on weights
@@ -104,9 +109,9 @@ def plan_embedding(encoder: Encoder, device: torch.device, precision: Precision,
             return plan
         except (ValueError, KeyError, TypeError) as err:  # an unreadable entry is a miss, never a crash
             log.warning("ignoring unreadable tuning cache entry %s (%s)", path, err)
-    t0, trials = time.perf_counter(), []
-    for layout in layouts:
-        trials += _search(encoder, device, dtype, batches, layout, max_pass_seconds, min_seconds)
+    t0 = time.perf_counter()
+    trials = _search(encoder, device, dtype, batches, layouts, max_pass_seconds, min_seconds,
+                     lambda best: time.perf_counter() - t0 > budget * images / best)
     encoder.to(memory_format=torch.contiguous_format)
     if not trials:
         raise RuntimeError(f"no candidate batch size in {batches} fits model {encoder.name!r} on {device}")
@@ -129,22 +134,28 @@ def _report(plan: EmbedPlan, encoder: Encoder) -> None:
              torch.get_num_threads())
 
 
-def _search(encoder, device, dtype, batches, channels_last, max_pass_seconds, min_seconds) -> list[tuple]:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    encoder.to(memory_format=fmt)
+def _search(encoder, device, dtype, batches, layouts, max_pass_seconds, min_seconds, over_budget) -> list[tuple]:
+    """Time every layout at each batch size in increasing order; a layout drops out once a batch is clearly
+    slower than its best or one pass outlasts ``max_pass_seconds``; all stop at the first CUDA out-of-memory
+    (the previous batch was the largest that fits) or when ``over_budget(best rate)``."""
     gen = torch.Generator(device=device).manual_seed(0)
-    trials, best = [], 0.0
+    trials, best, active = [], {layout: 0.0 for layout in layouts}, list(layouts)
     for batch in batches:
-        try:
-            x = torch.rand((batch, *encoder.input_shape), generator=gen, device=device)
-            rate, one_pass = _time(encoder, x.contiguous(memory_format=fmt) if x.dim() == 4 else x, dtype,
-                                   min_seconds)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            break  # the previous batch was the largest that fits
-        trials.append((batch, channels_last, rate))
-        best = max(best, rate)
-        if rate < SLOWER * best or one_pass > max_pass_seconds:
+        for layout in list(active):
+            fmt = torch.channels_last if layout else torch.contiguous_format
+            encoder.to(memory_format=fmt)
+            try:
+                x = torch.rand((batch, *encoder.input_shape), generator=gen, device=device)
+                rate, one_pass = _time(encoder, x.contiguous(memory_format=fmt) if x.dim() == 4 else x, dtype,
+                                       min_seconds)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                return trials
+            trials.append((batch, layout, rate))
+            best[layout] = max(best[layout], rate)
+            if rate < SLOWER * best[layout] or one_pass > max_pass_seconds:
+                active.remove(layout)
+        if not active or over_budget(max(best.values())):
             break
     return trials
 
