@@ -31,6 +31,17 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+NORMALIZE = ("model", "imagenet")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalisation(normalize: str, own_mean, own_std) -> tuple:
+    """``model.normalize``: ``model``, the weights' own mean/std; ``imagenet``, ImageNet's for every model
+    (what the SynBench authors' script did)."""
+    check_choice("model.normalize", normalize, NORMALIZE)
+    return (own_mean, own_std) if normalize == "model" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
 def check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise EncoderError(f"{key}={value!r} is not supported; valid: {', '.join(valid)}")

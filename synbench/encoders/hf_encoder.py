@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from synbench.encoders.base import Encoder, EncoderError, check_choice, first_line
+from synbench.encoders.base import (IMAGENET_MEAN, IMAGENET_STD, NORMALIZE, Encoder, EncoderError, check_choice,
+                                    first_line, normalisation)
 from synbench.encoders.weights import file_sha256, load_or_random, seeded
 
 POOLING = ("pooler", "cls", "mean")
-NORMALIZE = ("model", "imagenet")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Pooled(nn.Module):
@@ -79,13 +78,12 @@ def load_hf_encoder(name: str, path: str, pooling: str, normalize: str, pretrain
         with seeded(init_seed):
             model = AutoModel.from_config(config)
         weights = load_or_random(model, None, name, init_seed)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if normalize == "model":
-        try:
-            processor = AutoImageProcessor.from_pretrained(path)
-            mean, std = processor.image_mean, processor.image_std
-        except Exception:  # no preprocessor_config.json: ImageNet's, said in the identity
-            pass
+    try:
+        processor = AutoImageProcessor.from_pretrained(path)
+        own = processor.image_mean, processor.image_std
+    except Exception:  # no preprocessor_config.json: ImageNet's, said in the identity
+        own = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = normalisation(normalize, *own)
     size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
     shape = (int(getattr(config, "num_channels", 3)), *(int(v) for v in size))
     identity = {"backend": "hf", "name": name, "path": str(path), "model_type": config.model_type,

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
+from timm.data import resolve_model_data_config
 from timm.models import get_pretrained_cfg
 
-from synbench.encoders.base import Encoder, EncoderError, check_choice, check_input_size, first_line
+from synbench.encoders.base import (NORMALIZE, Encoder, EncoderError, check_choice, check_input_size, first_line,
+                                    normalisation)
 from synbench.encoders.weights import describe, existing_file, load_or_random, seeded
-
-NORMALIZE = ("model", "imagenet")
 
 
 def check_timm_model(name: str, checkpoint: str | None = None, normalize: str = "model",
@@ -55,10 +54,7 @@ def load_timm_encoder(name: str, pretrained: bool, checkpoint: str | None, norma
             raise EncoderError(f"model.name={name!r} cannot be built: {type(err).__name__}: {first_line(err)}") from err
         raise _size_error(name, input_size, own, err) from err
     data_cfg = resolve_model_data_config(backbone)
-    if normalize == "model":
-        mean, std = data_cfg["mean"], data_cfg["std"]
-    else:
-        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    mean, std = normalisation(normalize, data_cfg["mean"], data_cfg["std"])
     shape = data_cfg["input_size"] if input_size is None else (data_cfg["input_size"][0], input_size, input_size)
     identity = {
         "backend": "timm",

@@ -11,11 +11,10 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights, list_models
 
-from synbench.encoders.base import Encoder, EncoderError, check_choice, check_input_size, first_line
+from synbench.encoders.base import (NORMALIZE, Encoder, EncoderError, check_choice, check_input_size, first_line,
+                                    normalisation)
 from synbench.encoders.weights import existing_file, load_or_random, seeded
 
-NORMALIZE = ("model", "imagenet")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def load_torchvision_encoder(name: str, pretrained: bool, checkpoint: str | None, normalize: str, init_seed: int,
@@ -50,7 +49,7 @@ def load_torchvision_encoder(name: str, pretrained: bool, checkpoint: str | None
         head = _last_linear(model, name)
         weights = load_or_random(model, path, name, init_seed, head=(head,))
     model.set_submodule(head, nn.Identity())
-    mean, std = (transforms.mean, transforms.std) if normalize == "model" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = normalisation(normalize, transforms.mean, transforms.std)
     identity = {"backend": "torchvision", "torchvision": torchvision.__version__, "name": name,
                 "weights": weights, "input_shape": [3, side, side], "head": head,
                 "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
