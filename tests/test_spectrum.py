@@ -81,3 +81,19 @@ def test_spectrum_metric_in_a_job(cfg_factory, tmp_path):
     bad = cfg_factory("metrics=[synbench,spectrum]", "metrics.spectrum.scale=9.0")
     with pytest.raises(ValueError, match="metrics.spectrum.scale=9"):
         app.run(bad, tmp_path / "bad")
+
+
+def test_no_metric_logs_a_scalar_and_a_curve_under_one_key():
+    """MLflow keeps one history per key: a scalar and a curve of the same name would read back as the curve's
+    last point (the sweep report found this)."""
+    from synbench.data import Split
+    from synbench.encoders import Embeddings
+    from synbench.metrics import MetricInputs
+    from tests.test_rmqm import identity, inputs_for, metric
+
+    rmqm = metric().compute(inputs_for(identity()))
+    z = torch.randn(1, 16, 5, generator=torch.Generator().manual_seed(0))
+    emb = Embeddings([1.0], {Split.train: z, Split.test: z}, {}, 0, 0.0)
+    spectrum = Spectrum(1.0, 1e-7, 1, None, 1e-10).compute(MetricInputs(emb, None, None, None, 0, None))
+    for res in (rmqm, spectrum):
+        assert res.scalars and res.curves and not set(res.scalars) & set(res.curves)

@@ -76,7 +76,9 @@ class Spectrum:
         width = emb.z[Split.train].shape[-1]
         res = MetricResult(self.name, params={"spectrum.width": width}, headline=("rankme", "alpha_req"))
         res.scalars.update(rankme=ranks[head], rankme_fraction=ranks[head] / width, alpha_req=alphas[head])
-        res.curves.update(rankme=Curve("scale", scales, ranks), alpha_req=Curve("scale", scales, alphas))
+        # curve keys differ from the scalars': MLflow would merge a scalar and a curve of one key into one history
+        res.curves.update({"rankme/per_scale": Curve("scale", scales, ranks),
+                           "alpha_req/per_scale": Curve("scale", scales, alphas)})
         res.tables["per_scale"] = {"scale": scales, "rankme": ranks, "alpha_req": alphas, "width": width}
         res.plots.append(Plot("spectrum_vs_scale", f"RankMe (of {width} dims) and alpha-ReQ per scale",
                               "mean-shift scale s", "value",
