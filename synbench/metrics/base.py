@@ -15,6 +15,15 @@ from synbench.encoders import Embeddings, Encoder, Precision
 from synbench.probes import LinearProbe
 
 
+def scale_index(scales: list[float], scale: float, key: str) -> int:
+    """Where a metric's one ``scale`` sits on the mixture's grid (to float rounding); off the grid is a one-line
+    error naming the config ``key``."""
+    for i, s in enumerate(scales):
+        if abs(s - scale) <= 1e-9:
+            return i
+    raise ValueError(f"{key}={scale:g} is not in mixture.scales={list(scales)}")
+
+
 @dataclass
 class Curve:
     """y over an x grid; logged as step metrics (step = index into ``x``)."""

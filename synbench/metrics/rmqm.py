@@ -30,11 +30,10 @@ from synbench.attacks import ascend, project
 from synbench.data import GaussianMixture, Split
 from synbench.data.mixture import derive_seed
 from synbench.encoders import autocast
-from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
+from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
 
 log = logging.getLogger(__name__)
 
-TIE = 1e-9
 
 
 def trajectory_stats(z: torch.Tensor) -> dict[str, float | list[float]]:
@@ -82,8 +81,7 @@ class RMQM:
         self.pixel_range = None if pixel_range is None else (float(pixel_range[0]), float(pixel_range[1]))
 
     def check(self, scales: list[float], mixture: GaussianMixture) -> None:
-        if not any(abs(s - self.scale) <= TIE for s in scales):
-            raise ValueError(f"metrics.rmqm.scale={self.scale:g} is not in mixture.scales={scales}")
+        scale_index(scales, self.scale, "metrics.rmqm.scale")
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         emb = inputs.embeddings

@@ -20,9 +20,8 @@ from synbench.attacks import PGD
 from synbench.data import GaussianMixture, Split
 from synbench.data.mixture import derive_seed
 from synbench.encoders import autocast
-from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
+from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
 
-TIE = 1e-9
 
 
 class RepresentationRobustness:
@@ -39,12 +38,11 @@ class RepresentationRobustness:
             raise ValueError(f"mixture.pixel_range={list(pixel_range)} must be [lo, hi] with lo < hi")
 
     def check(self, scales: list[float], mixture: GaussianMixture) -> None:
-        if not any(abs(s - self.scale) <= TIE for s in scales):
-            raise ValueError(f"metrics.robustness.scale={self.scale:g} is not in mixture.scales={scales}")
+        scale_index(scales, self.scale, "metrics.robustness.scale")
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         emb, encoder = inputs.embeddings, inputs.encoder
-        i = next(k for k, s in enumerate(emb.scales) if abs(s - self.scale) <= TIE)
+        i = scale_index(emb.scales, self.scale, "metrics.robustness.scale")
         probe = inputs.probe.fit(emb.z[Split.train][i], emb.y[Split.train][i])
         device = emb.z[Split.train].device
         dtype = inputs.precision.autocast_dtype(device)

@@ -17,11 +17,10 @@ import math
 import torch
 
 from synbench.data import GaussianMixture, Split
-from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series
+from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
 
 log = logging.getLogger(__name__)
 
-TIE = 1e-9
 
 
 def rankme(z: torch.Tensor, eps: float) -> float:
@@ -64,15 +63,14 @@ class Spectrum:
         self.fit_start, self.fit_stop, self.rel_floor = int(fit_start), fit_stop, float(rel_floor)
 
     def check(self, scales: list[float], mixture: GaussianMixture) -> None:
-        if not any(abs(s - self.scale) <= TIE for s in scales):
-            raise ValueError(f"metrics.spectrum.scale={self.scale:g} is not in mixture.scales={scales}")
+        scale_index(scales, self.scale, "metrics.spectrum.scale")
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         emb = inputs.embeddings
         scales = [float(s) for s in emb.scales]
         ranks = [rankme(z, self.eps) for z in emb.z[Split.train]]
         alphas = [alpha_req(z, self.fit_start, self.fit_stop, self.rel_floor) for z in emb.z[Split.train]]
-        head = next(i for i, s in enumerate(scales) if abs(s - self.scale) <= TIE)
+        head = scale_index(scales, self.scale, "metrics.spectrum.scale")
         width = emb.z[Split.train].shape[-1]
         res = MetricResult(self.name, params={"spectrum.width": width}, headline=("rankme", "alpha_req"))
         res.scalars.update(rankme=ranks[head], rankme_fraction=ranks[head] / width, alpha_req=alphas[head])
