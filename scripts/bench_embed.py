@@ -33,6 +33,7 @@ from synbench.attacks import PGD  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
+from synbench.encoders.embed import mixture_for  # noqa: E402
 from synbench.metrics.rmqm import RMQM  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -183,7 +184,7 @@ def main() -> None:
                                                                  steps=10 if gpu else 2)))
         rows += rmqm_paths(encoder, batch, device, precision, levels=10 if gpu else 3)
 
-        mixture = app.build_mixture(cfg.mixture, encoder)
+        mixture = mixture_for(cfg.mixture, encoder)
         emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, 0, batch, device, precision,
                             progress=False)
         sync(device)

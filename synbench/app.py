@@ -13,10 +13,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from synbench.config import build, check_config, flat_params, job_hash, resolve_device
-from synbench.data import GaussianMixture, Split
+from synbench.data import Split
 from synbench.encoders import Precision, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
-from synbench.encoders.tune import apply_plan, configure_threads, plan_embedding
+from synbench.encoders.embed import mixture_for
+from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
 from synbench.tracking import TrackingError, write_local_results
@@ -48,18 +49,12 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     configure_threads()
     encoder = build(cfg.model).to(device)
     m = cfg.mixture
-    mixture = build_mixture(m, encoder)
+    mixture = mixture_for(m, encoder)
     scales = [float(s) for s in m.scales]
     for metric in metrics:
         metric.check(scales, mixture)
-    e = cfg.embed
-    plan = plan_embedding(encoder, device, precision, e.batch_size, e.channels_last, list(e.tune_batches),
-                          e.tune_max_pass_seconds, e.tune_min_seconds, e.tune_budget,
-                          images=len(scales) * (m.n_train + m.n_test), largest=max(m.n_train, m.n_test),
-                          cache_dir=cfg.cache.tuning_dir)
-    apply_plan(encoder, plan)
-    if e.compile:
-        encoder.backbone.compile()
+    plan = tune_encoder(encoder, device, precision, cfg.embed, images=len(scales) * (m.n_train + m.n_test),
+                        largest=max(m.n_train, m.n_test), cache_dir=cfg.cache.tuning_dir)
 
     job = {"config_hash": config_hash, "device": str(device), "encoder": encoder.identity,
            "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": mixture.mean,
@@ -105,16 +100,6 @@ def _reuse(done, tracker, config_hash: str, output_dir: Path) -> dict:
     print(f"\nSynBench job skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
     return {"config_hash": config_hash, "reused_run_id": run_id, "run_url": url, "output_dir": str(output_dir),
             "scalars": dict(done.data.metrics)}
-
-
-def build_mixture(m: DictConfig, encoder) -> GaussianMixture:
-    """The job's mixture in the encoder's input space; ``mixture.mean: null`` is the middle of the encoder's
-    declared value range. The direction is built once here, so a bad one fails before any run."""
-    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std,
-                              mean=encoder.centre if m.mean is None else m.mean, direction=m.direction,
-                              direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res, chunk_size=m.chunk_size)
-    mixture.mu("cpu")
-    return mixture
 
 
 def _default_run_name(cfg: DictConfig) -> str:

@@ -219,9 +219,42 @@ class Config:
     resume: bool = MISSING  # skip a job whose run with the same config hash is FINISHED
 
 
+@dataclass
+class ComparisonConf:
+    """``python -m synbench.compare``: spec shared/spec/data_kernel.md; knobs explained in conf/compare.yaml."""
+
+    scale: float = MISSING
+    k: Optional[int] = None
+    mutual_k: int = MISSING
+    reference: Optional[str] = None
+    augment_diagonal: bool = MISSING
+    d: Optional[int] = None
+    max_dim: int = MISSING
+    n_bootstrap: int = MISSING
+    alpha: float = MISSING
+    top_changed: int = MISSING
+    hist_bins: int = MISSING
+
+
+@dataclass
+class CompareConfig:
+    models: dict[str, Any] = field(default_factory=dict)  # label -> one choice of the `model` group
+    mixture: MixtureConf = MISSING
+    compare: ComparisonConf = MISSING
+    tracking: TrackingConf = MISSING
+    embed: EmbedConf = MISSING
+    cache: CacheConf = MISSING
+    paths: PathsConf = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    progress: bool = MISSING
+    resume: bool = MISSING
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    cs.store(name="base_compare", node=CompareConfig)
     cs.store(group="model", name="base_image_model", node=ImageModelConf)
     cs.store(group="model", name="base_packaged_model", node=ModelConf)
     cs.store(group="model", name="base_crepe_model", node=CrepeModelConf)

@@ -123,42 +123,34 @@ def markdown(rows: list[dict], corr: list[dict], source: str) -> str:
 
 
 def plots(client, runs, rows: list[dict], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from synbench.tracking.local import figure
 
     files = []
     score = [r for r in rows if r["metric"] == "synbench/score"]
     if score:
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-        err = [[r["mean"] - r["ci_lo"] if not math.isnan(r["ci_lo"]) else 0 for r in score],
-               [r["ci_hi"] - r["mean"] if not math.isnan(r["ci_hi"]) else 0 for r in score]]
-        ax.bar([r["model"] for r in score], [r["mean"] for r in score], yerr=err, capsize=4)
-        ax.set(title="SynBench score per model (mean, 95% CI over seeds)", ylabel="SynBench (a_t = 0.7)")
-        fig.tight_layout()
+        with figure(out / "score_per_model.png", (6.4, 4.0)) as (_, ax):
+            err = [[r["mean"] - r["ci_lo"] if not math.isnan(r["ci_lo"]) else 0 for r in score],
+                   [r["ci_hi"] - r["mean"] if not math.isnan(r["ci_hi"]) else 0 for r in score]]
+            ax.bar([r["model"] for r in score], [r["mean"] for r in score], yerr=err, capsize=4)
+            ax.set(title="SynBench score per model (mean, 95% CI over seeds)", ylabel="SynBench (a_t = 0.7)")
         files.append(out / "score_per_model.png")
-        fig.savefig(files[-1])
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    drawn = set()
+    curves = {}
     for run in runs:
         model = run.data.tags.get("synbench.model", "?")
-        if model in drawn:
+        if model in curves:
             continue
         acc = sorted(client.get_metric_history(run.info.run_id, "synbench/accuracy/eps_0.00"), key=lambda m: m.step)
         grid = sorted(client.get_metric_history(run.info.run_id, "synbench/grid/scale"), key=lambda m: m.step)
         if acc and len(acc) == len(grid):
-            ax.plot([g.value for g in grid], [a.value for a in acc], label=model)
-            drawn.add(model)
-    if drawn:
-        ax.set(title="SynBench probe accuracy vs scale (eps = 0, one seed per model)", xlabel="scale s",
-               ylabel="test accuracy")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+            curves[model] = ([g.value for g in grid], [a.value for a in acc])
+    if curves:
+        with figure(out / "accuracy_vs_scale.png") as (_, ax):
+            for model, (x, y) in curves.items():
+                ax.plot(x, y, label=model)
+            ax.set(title="SynBench probe accuracy vs scale (eps = 0, one seed per model)", xlabel="scale s",
+                   ylabel="test accuracy")
+            ax.legend(fontsize=7)
         files.append(out / "accuracy_vs_scale.png")
-        fig.savefig(files[-1])
-    plt.close(fig)
     return files
 
 

@@ -88,6 +88,16 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
                       seconds=time.perf_counter() - t0)
 
 
+def mixture_for(m, encoder: Encoder) -> GaussianMixture:
+    """The ``mixture`` config in the encoder's input space; ``mixture.mean: null`` is the middle of the
+    encoder's declared value range. The direction is built here, so a bad one fails before any run."""
+    mixture = GaussianMixture(shape=encoder.input_shape, prior=m.prior, noise_std=m.noise_std,
+                              mean=encoder.centre if m.mean is None else m.mean, direction=m.direction,
+                              direction_seed=m.direction_seed, lowfreq_res=m.lowfreq_res, chunk_size=m.chunk_size)
+    mixture.mu("cpu")
+    return mixture
+
+
 def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[Split, int], seed: int,
               device: torch.device, precision: Precision) -> dict:
     """Everything that determines one scale's features; batch size is deliberately absent (chunks are seeded)."""

@@ -127,6 +127,19 @@ def apply_plan(encoder: Encoder, plan: EmbedPlan) -> Encoder:
     return encoder.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
 
 
+def tune_encoder(encoder: Encoder, device: torch.device, precision: Precision, embed, images: int, largest: int,
+                 cache_dir: str | Path | None) -> EmbedPlan:
+    """The ``embed`` config group applied to one loaded encoder: its plan (explicit, cached or timed), the
+    memory layout set, and ``torch.compile`` when asked. Every app that embeds goes through here."""
+    plan = plan_embedding(encoder, device, precision, embed.batch_size, embed.channels_last, list(embed.tune_batches),
+                          embed.tune_max_pass_seconds, embed.tune_min_seconds, embed.tune_budget,
+                          images=images, largest=largest, cache_dir=cache_dir)
+    apply_plan(encoder, plan)
+    if embed.compile:
+        encoder.backbone.compile()
+    return plan
+
+
 def _report(plan: EmbedPlan, encoder: Encoder) -> None:
     layout = "channels_last" if plan.channels_last else "contiguous"
     log.info("embedding plan for %s (%s in %.1f s): batch %d, %s, %.1f images/s, %d threads", encoder.name,

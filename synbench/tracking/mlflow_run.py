@@ -96,13 +96,15 @@ class MlflowTracker:
         return exp_id
 
     @contextlib.contextmanager
-    def job_run(self, run_name: str, params: dict, tags: dict) -> Iterator["JobRun"]:
-        """An MLflow run for one job: FINISHED on success; on any error FAILED with the error as a tag."""
+    def job_run(self, run_name: str, params: dict, tags: dict, parent_run_id: str | None = None
+                ) -> Iterator["JobRun"]:
+        """An MLflow run for one job: FINISHED on success; on any error FAILED with the error as a tag. It nests
+        under ``parent_run_id`` (a comparison's pairs), else under the sweep's parent when there is one."""
         import mlflow
 
         if self.experiment_id is None:
             self.connect()
-        parent = os.environ.get(PARENT_ENV) or None
+        parent = parent_run_id or os.environ.get(PARENT_ENV) or None
         with mlflow.start_run(run_name=run_name, experiment_id=self.experiment_id, parent_run_id=parent,
                               nested=parent is not None, tags=tags) as run:
             job = JobRun(run.info.run_id, run.info.experiment_id)
@@ -114,7 +116,7 @@ class MlflowTracker:
                     mlflow.set_tag("synbench.error", f"{type(err).__name__}: {err}"[:5000])
                 raise
 
-    def finished_run(self, config_hash: str):
+    def finished_run(self, config_hash: str, kind: str = "job"):
         """The newest FINISHED run of the job with this ``synbench.config_hash`` (None when there is none),
         after marking KILLED every RUNNING run of it whose process is gone: a job killed with SIGKILL never
         ended its run, and nothing may trust it. FAILED and KILLED runs are never reused."""
@@ -123,7 +125,7 @@ class MlflowTracker:
         client = MlflowClient(self.uri)
         runs = client.search_runs([self.experiment_id], order_by=["attributes.start_time DESC"],
                                   filter_string=f"tags.`synbench.config_hash` = '{config_hash}' "
-                                                f"and tags.`synbench.kind` = 'job'")
+                                                f"and tags.`synbench.kind` = '{kind}'")
         for run in runs:
             if run.info.status == "RUNNING" and _process_gone(run.data.tags):
                 tags = run.data.tags

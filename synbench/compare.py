@@ -1,0 +1,153 @@
+"""``python -m synbench.compare``: many models, the same inputs, compared by the geometry of their embeddings
+(data kernels, per-datum tests, the manifold of models, CKA and mutual k-NN). Config: ``conf/compare.yaml``.
+
+The second Hydra app beside the job: it wires the same pieces (encoder builders, the mixture, the tuned and
+cached embedding pass, the MLflow tracker) to ``metrics.model_comparison``; nothing here is a second copy.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from synbench.app import CONF_DIR, USER_ERRORS
+from synbench.config import build, flat_params, job_hash, resolve_device
+from synbench.data import Split
+from synbench.encoders import Precision, embed_mixture
+from synbench.encoders.cache import EmbeddingCache
+from synbench.encoders.embed import mixture_for
+from synbench.encoders.tune import configure_threads, tune_encoder
+from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
+from synbench.tracking.comparison import log_comparison, write_comparison
+from synbench.tracking.mlflow_run import JobRun, process_tags, ui_command
+from synbench.tracking.sweep import tracker_from
+
+log = logging.getLogger("synbench.compare")
+
+
+def settings_from(cfg: DictConfig) -> ComparisonSettings:
+    c = cfg.compare
+    return ComparisonSettings(k=c.k, mutual_k=c.mutual_k, reference=c.reference, augment_diagonal=c.augment_diagonal,
+                              d=c.d, max_dim=c.max_dim, n_bootstrap=c.n_bootstrap, alpha=c.alpha,
+                              top_changed=c.top_changed, hist_bins=c.hist_bins, seed=cfg.seed)
+
+
+def embed_models(cfg: DictConfig, device, precision: Precision) -> tuple[dict[str, torch.Tensor], dict]:
+    """Each model in turn: load, tune, embed the mixture's train + test sets at ``compare.scale`` (from the cache
+    when a job or an earlier comparison embedded them), free the model. Every model must see the same inputs."""
+    m = cfg.mixture
+    n = {Split.train: m.n_train, Split.test: m.n_test}
+    cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
+    scale = float(cfg.compare.scale)
+    out, info, first = {}, {}, None
+    for label, node in cfg.models.items():
+        encoder = build(node).to(device)
+        mixture = mixture_for(m, encoder)
+        if first is None:
+            first = (label, mixture)
+        elif mixture != first[1]:
+            raise ValueError(f"models.{label} takes inputs of shape {list(mixture.shape)} centred at {mixture.mean:g}, "
+                             f"models.{first[0]} takes {list(first[1].shape)} at {first[1].mean:g}: every model must "
+                             f"see the same inputs (set models.<label>.input_size, or mixture.mean)")
+        plan = tune_encoder(encoder, device, precision, cfg.embed, images=sum(n.values()), largest=max(n.values()),
+                            cache_dir=cfg.cache.tuning_dir)
+        emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
+                            plan.channels_last, cache, cfg.progress)
+        out[label] = torch.cat([emb.z[Split.train][0], emb.z[Split.test][0]])
+        info[label] = {"encoder": encoder.identity, "num_features": encoder.num_features,
+                       "images_embedded": emb.images_embedded, "embed_seconds": emb.seconds}
+        log.info("%s: %d features, %d images embedded (%s) in %.1f s", label, encoder.num_features,
+                 emb.images_embedded, "cache" if emb.images_embedded == 0 else "model", emb.seconds)
+        del encoder
+        gc.collect()
+    return out, info
+
+
+def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = None) -> dict:
+    """Run one comparison; returns its summary (also in ``output_dir/comparison.json`` and MLflow)."""
+    output_dir = Path(output_dir)
+    settings = settings_from(cfg)
+    names = list(cfg.models)
+    n = int(cfg.mixture.n_train) + int(cfg.mixture.n_test)
+    check_embeddings(names, [n] * len(names), settings)  # cheap checks before any model loads or run exists
+    if not float(cfg.compare.scale) >= 0:
+        raise ValueError(f"compare.scale={cfg.compare.scale} must be >= 0")
+    device = resolve_device(cfg.device)
+    precision = Precision.parse(cfg.embed.precision)
+    tracker = tracker_from(cfg)
+    tracker.connect()
+    config_hash = job_hash(cfg)
+    if cfg.resume:
+        done = tracker.finished_run(config_hash, kind="comparison")
+        if done is not None:
+            url = tracker.run_url(JobRun(done.info.run_id, done.info.experiment_id))
+            print(f"\nComparison skipped: already FINISHED as run {done.info.run_id} ({url}); resume=false re-runs it",
+                  flush=True)
+            return {"config_hash": config_hash, "reused_run_id": done.info.run_id, "run_url": url}
+    configure_threads()
+    embeddings, models = embed_models(cfg, device, precision)
+    check_embeddings(names, [len(z) for z in embeddings.values()], settings)
+
+    tags = {"synbench.kind": "comparison", "synbench.config_hash": config_hash,
+            "synbench.models": ",".join(names), **process_tags()}
+    params = {**flat_params(cfg), "compare.n": n}
+    info = {"config_hash": config_hash, "device": str(device), "models": models, "scale": float(cfg.compare.scale),
+            "output_dir": str(output_dir)}
+    with tracker.job_run(cfg.tracking.run_name or f"compare {', '.join(names)}", params, tags) as parent:
+        comp = compare_embeddings(embeddings, settings, cfg.progress)
+        info["run_id"] = parent.run_id
+        files = write_comparison(output_dir, comp, info)  # the folder first: kept whatever MLflow does next
+        log.info("comparison written to %s", output_dir / "comparison.json")
+        log_comparison(tracker, parent, comp, files, output_dir,
+                       {"k": comp.k, "d": comp.d, "n": comp.n, "n_bootstrap": settings.n_bootstrap,
+                        "alpha": settings.alpha}, {"synbench.config_hash": config_hash})
+        if hydra_dir is not None:
+            parent.log_dir(Path(hydra_dir), "hydra")
+    url = tracker.run_url(parent)
+    _print_summary(comp, output_dir, url, tracker)
+    return {**info, "k": comp.k, "d": comp.d, "run_url": url, "comparison": comp}
+
+
+def _print_summary(comp, output_dir: Path, url: str, tracker) -> None:
+    width = max(len(x) for x in comp.names) + 2
+    lines = ["", f"Model comparison finished (n = {comp.n}, k = {comp.k}, d = {comp.d})"]
+    for key, title in (("distance", "data-kernel distance"), ("cka", "linear CKA"),
+                       ("mutual_knn", "mutual k-NN alignment")):
+        lines.append(f"  {title}:")
+        lines.append("  " + " " * width + "".join(f"{x:>{width}}" for x in comp.names))
+        for name, row in zip(comp.names, getattr(comp, key)):
+            lines.append(f"  {name:<{width}}" + "".join(f"{v:>{width}.3f}" for v in row))
+    for t in comp.tests:
+        lines.append(f"  {t.other} vs {t.reference}: {100 * t.fraction_rejected:.1f}% of data rejected "
+                     f"(p < alpha)")
+    lines.append(f"  results: {output_dir}/comparison.json")
+    lines.append(f"  MLflow run: {url}")
+    if tracker.is_local:
+        lines.append(f"  open the UI: {ui_command(tracker.uri)}")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    try:
+        run(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
+    except USER_ERRORS as err:  # bad input: one line, no traceback, when there is one comparison
+        log.error("%s", err)
+        if hc.mode == RunMode.RUN:
+            raise SystemExit(f"synbench.compare: error: {err}") from None
+        raise
+    except Exception:
+        log.exception("comparison failed")
+        raise
+
+
+if __name__ == "__main__":
+    main()
