@@ -3,6 +3,7 @@ beyond the order of the steps; each step's module owns its checks and its errors
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 from synbench.config import build, check_config, flat_params, job_hash, resolve_device
 from synbench.data import Split
 from synbench.encoders import Precision, embed_mixture
+from synbench.encoders.base import first_line
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
@@ -68,7 +70,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
                             plan.batch_size, device, precision, plan.channels_last, cache, cfg.progress)
         # 3. metrics
-        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision)
+        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision, cfg.progress)
         t0 = time.perf_counter()
         results = [metric.compute(inputs) for metric in metrics]
         job.update(embed_seconds=emb.seconds, images_embedded=emb.images_embedded,
@@ -76,18 +78,32 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         # 4. local files first (kept whatever MLflow does next), then MLflow
         files = write_local_results(output_dir, job, results)
         log.info("results written to %s", output_dir / "results.json")
-        for result in results:
-            mlrun.log_result(result)
-        mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
-                           "job/metric_seconds": job["metric_seconds"], "job/tune_seconds": plan.seconds,
-                           **({"embed/tuned_images_per_s": plan.images_per_s} if plan.images_per_s else {})})
-        mlrun.log_files(files, output_dir)
-        if hydra_dir is not None:
-            mlrun.log_dir(Path(hydra_dir), "hydra")
+        with _results_kept(output_dir / "results.json"):
+            for result in results:
+                mlrun.log_result(result)
+            mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
+                               "job/metric_seconds": job["metric_seconds"], "job/tune_seconds": plan.seconds,
+                               **({"embed/tuned_images_per_s": plan.images_per_s} if plan.images_per_s else {})})
+            mlrun.log_files(files, output_dir)
+            mlrun.log_logs(output_dir)
+            if hydra_dir is not None:
+                mlrun.log_dir(Path(hydra_dir), "hydra")
     summary = {**job, "scalars": {f"{r.name}/{k}": v for r in results for k, v in r.scalars.items()},
                "run_url": tracker.run_url(mlrun)}
     _print_summary(summary, tracker, results)
     return summary
+
+
+@contextlib.contextmanager
+def _results_kept(path: Path):
+    """MLflow failing after the results were written (a server outage, say) fails the job, and says where the
+    results are: the run is left unfinished, so the next run of the job (resume) computes and logs it again."""
+    try:
+        yield
+    except Exception as err:
+        log.error("MLflow logging failed (%s); the results are safe in %s; re-run the job to log them "
+                  "(resume re-runs every job whose run did not finish)", first_line(err), path)
+        raise
 
 
 def _reuse(done, tracker, config_hash: str, output_dir: Path) -> dict:

@@ -108,6 +108,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         log_comparison(tracker, parent, comp, files, output_dir,
                        {"k": comp.k, "d": comp.d, "n": comp.n, "n_bootstrap": settings.n_bootstrap,
                         "alpha": settings.alpha}, {"synbench.config_hash": config_hash})
+        parent.log_logs(output_dir)
         if hydra_dir is not None:
             parent.log_dir(Path(hydra_dir), "hydra")
     url = tracker.run_url(parent)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
-from tqdm.auto import tqdm
+
+from synbench.progress import bar
 
 METRICS = ("synbench/score", "synbench/best_eps", "rmqm/noise", "rmqm/pgd", "spectrum/rankme",
            "spectrum/alpha_req", "robustness/criterion")  # the headline ones a run may have
@@ -66,7 +67,7 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: fl
     out = {"pearson": float(stats.pearsonr(x, y)[0]), "kendall": float(stats.kendalltau(x, y)[0])}
     rng = np.random.default_rng(seed)
     boot = {"pearson": [], "kendall": []}
-    for _ in tqdm(range(n_boot), desc="bootstrap", leave=False, disable=None):
+    for _ in bar(range(n_boot), "bootstrap", "resample"):
         i = rng.integers(0, len(x), len(x))
         if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
             continue

@@ -98,3 +98,13 @@ def test_the_readme_command_runs(tmp_path):
                           "compare.k=0"], capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].startswith("synbench.compare: error: compare.k=0")
+
+
+def test_the_benchmark_prints_its_table():
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "bench_compare.py"), "--rows", "300:3:5",
+                           "--width", "32"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [row] = [line for line in proc.stdout.splitlines() if line.startswith("| 300 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["300", "3", "5"] and float(cells[-2]) > 0 and float(cells[-1].replace(",", "")) > 0

@@ -92,3 +92,40 @@ def test_device_names_are_checked():
 def test_every_knob_has_a_value_in_conf(tmp_path):
     cfg = make_cfg(tmp_path)
     assert not OmegaConf.missing_keys(cfg)
+
+
+def test_paper_vit_family_is_one_multirun_of_the_four_vits():
+    from hydra import compose, initialize_config_dir
+    from synbench.app import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper_vit_family"], return_hydra_config=True)
+        paper = compose("config", overrides=["experiment=paper_vit_b16"])
+    assert cfg.hydra.sweeper.params["model.name"].split(",") == [
+        "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
+    assert cfg.model.input_size == 224 and cfg.model.normalize == "imagenet" and cfg.model.pretrained is True
+    for group in ("mixture", "epsilon", "metrics"):  # the same protocol as the single-model paper experiment
+        assert OmegaConf.to_container(cfg[group]) == OmegaConf.to_container(paper[group])
+
+
+def test_slurm_launcher_is_submitit_with_the_projects_defaults():
+    from hydra import compose, initialize_config_dir
+    from synbench.app import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                           "hydra.launcher.timeout_min=30"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 30, 1)
+
+
+def test_compare_config_composes_models_from_the_model_group(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from synbench.app import CONF_DIR
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("compare", overrides=[f"paths.outputs={tmp_path}", "+model@models.r50=resnet50",
+                                            "~models.cnn", "models.vit_b.init_seed=7"])
+        with pytest.raises(ConfigCompositionException):  # typed like the job's model group
+            compose("compare", overrides=["models.vit_a.pretrained=maybe"])
+    assert list(cfg.models) == ["vit_a", "vit_b", "r50"]
+    assert cfg.models.vit_b.init_seed == 7 and cfg.models.r50.name == "resnet50"
+    assert not OmegaConf.missing_keys(cfg)

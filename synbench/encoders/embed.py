@@ -11,11 +11,11 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from synbench.data import GaussianMixture, Split
 from synbench.encoders.base import Encoder, Precision, autocast
 from synbench.encoders.cache import EmbeddingCache
+from synbench.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
     z = {split: [] for split in n}
     y = {split: [] for split in n}
     embedded = 0
-    bar = tqdm(scales, desc="embed", unit="scale", disable=None if progress else True)
-    for scale in bar:
+    scale_bar = bar(scales, "embed", "scale", progress, leave=True)
+    for scale in scale_bar:
         key = cache_key(encoder, mixture, scale, n, seed, device, precision)
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
@@ -82,7 +82,7 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
         for split in n:
             z[split].append(hit[f"z_{split.value}"])
             y[split].append(hit[f"y_{split.value}"])
-        bar.set_postfix(scale=f"{scale:g}")
+        scale_bar.set_postfix(scale=f"{scale:g}")
     return Embeddings(scales=list(scales), z={s: torch.stack(v) for s, v in z.items()},
                       y={s: torch.stack(v) for s, v in y.items()}, images_embedded=embedded,
                       seconds=time.perf_counter() - t0)

@@ -83,6 +83,7 @@ class MetricInputs:
     probe: Probe  # the job's downstream probe (`probe` config group)
     seed: int
     precision: Precision  # autocast policy for metrics that run the model again
+    progress: bool = True  # progress bars on the metric's long loops (attacks)
 
 
 class Probe(Protocol):

@@ -20,7 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import eigsh
-from tqdm.auto import tqdm
+
+from synbench.progress import bar
 
 DENSE_BELOW = 600  # matrices smaller than this get a dense eigendecomposition (ARPACK pays off above)
 HEAVY = 0.5  # sample_rdpg: pairs whose Cauchy-Schwarz bound exceeds this are drawn exactly, row by row
@@ -198,7 +199,7 @@ def bootstrap_null(reference: sp.csr_matrix, d: int, n_boot: int, augment: bool,
     x = spectral_embedding(ref, d)
     rng = np.random.default_rng(seed)
     null = np.empty((n_boot, reference.shape[0]))
-    for b in tqdm(range(n_boot), desc=label, unit="graph", leave=False, disable=None if progress else True):
+    for b in bar(range(n_boot), label, "graph", progress):
         z_ref, z_b = omnibus([ref, prepare(sample_rdpg(x, rng), augment)], d)
         null[b] = datum_distances(z_ref, z_b)
     return null

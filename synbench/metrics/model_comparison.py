@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import stats
-from tqdm.auto import tqdm
 
 from synbench.metrics.data_kernel import (bootstrap_null, choose_dimension, classical_mds, datum_distances,
                                           default_k, knn_graph, model_distance, nearest_neighbours, omnibus,
                                           p_values, prepare)
 from synbench.metrics.similarity import centred_gram_norm, linear_cka, mutual_knn
+from synbench.progress import bar
 
 
 @dataclass
@@ -107,8 +107,8 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     clock = {}
 
     t0 = time.perf_counter()
-    nbrs = {m: nearest_neighbours(z, max(k, s.mutual_k)) for m, z in
-            tqdm(embeddings.items(), desc="kNN graphs", unit="model", leave=False, disable=None if progress else True)}
+    nbrs = {m: nearest_neighbours(z, max(k, s.mutual_k)) for m, z in bar(embeddings.items(), "kNN graphs", "model",
+                                                                         progress, total=len(embeddings))}
     graphs = {m: prepare(knn_graph(v[:, :k]), s.augment_diagonal) for m, v in nbrs.items()}
     clock["knn_seconds"] = time.perf_counter() - t0
 
@@ -123,7 +123,7 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     blocks = {}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     tested = set(tested_pairs(names, s.reference))
-    for a, b in tqdm(pairs, desc="omnibus pairs", unit="pair", leave=False, disable=None if progress else True):
+    for a, b in bar(pairs, "omnibus pairs", "pair", progress):
         ref, other = (a, b) if (a, b) in tested else (b, a)
         z_ref, z_other = omnibus([graphs[ref], graphs[other]], d)
         i, j = names.index(a), names.index(b)

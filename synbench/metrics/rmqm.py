@@ -31,6 +31,7 @@ from synbench.data import GaussianMixture, Split
 from synbench.data.mixture import derive_seed
 from synbench.encoders import autocast
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
+from synbench.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class RMQM:
         n = min(self.n_points, emb.y[Split.test].shape[1])
         noise, pgd = [], []
         stream = inputs.mixture.stream(self.scale, Split.test, n, inputs.seed, self.batch_size, device)
-        for b, (x, _) in enumerate(stream):
+        for b, (x, _) in enumerate(bar(stream, "rmqm paths", "batch", inputs.progress,
+                                       total=math.ceil(n / self.batch_size))):
             noise.append(self.noise_path(encoder, x, dtype, derive_seed("rmqm-noise", inputs.seed, b)))
             pgd.append(self.pgd_path(encoder, x, dtype, derive_seed("rmqm-pgd", inputs.seed, b)))
         return self._result({"noise": torch.cat(noise, 1), "pgd": torch.cat(pgd, 1)})

@@ -21,6 +21,7 @@ from synbench.data import GaussianMixture, Split
 from synbench.data.mixture import derive_seed
 from synbench.encoders import autocast
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
+from synbench.progress import bar
 
 
 
@@ -55,7 +56,7 @@ class RepresentationRobustness:
         rows = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
                                 "clean_accuracy", "robust_accuracy", "certified_but_broken")}
         delta_stats = {"mean": [], "median": [], "max": [], "from_end_to_end": []}
-        for eps in self.eps:
+        for eps in bar(self.eps, "robustness attacks", "eps", inputs.progress):
             per_batch = []
             stream = inputs.mixture.stream(self.scale, Split.test, n, inputs.seed, self.attack.batch_size, device)
             for bi, (x, y) in enumerate(stream):

@@ -209,6 +209,13 @@ class JobRun:
             rel = Path(f).relative_to(root).parent.as_posix()
             mlflow.log_artifact(str(f), artifact_path=None if rel == "." else rel)
 
+    def log_logs(self, folder: Path) -> None:
+        """The job's own log file(s) (Hydra writes ``<job name>.log`` into the job folder), as they stand now."""
+        import mlflow
+
+        for f in sorted(Path(folder).glob("*.log")):
+            mlflow.log_artifact(str(f), artifact_path="logs")
+
     def log_dir(self, path: Path, artifact_path: str) -> None:
         import mlflow
 
