@@ -141,16 +141,22 @@ def _print_summary(summary: dict, tracker, results) -> None:
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at the repository root
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
+    """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback when there is
+    one run (in a multirun the error reaches the launcher, which marks that job failed and goes on)."""
     hc = HydraConfig.get()
     try:
-        run(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
-    except USER_ERRORS as err:  # bad input: one line, no traceback, when there is one job
+        run_app(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
+    except USER_ERRORS as err:
         log.error("%s", err)
         if hc.mode == RunMode.RUN:
-            raise SystemExit(f"synbench: error: {err}") from None
+            raise SystemExit(f"{prog}: error: {err}") from None
         raise
     except Exception:
-        log.exception("job failed")
+        log.exception("%s failed", what)
         raise
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_in_hydra(run, cfg, "synbench", "job")

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from synbench.app import CONF_DIR, USER_ERRORS
+from synbench.app import CONF_DIR, run_in_hydra
 from synbench.config import build, flat_params, job_hash, resolve_device
 from synbench.data import Split
 from synbench.encoders import Precision, embed_mixture
@@ -137,17 +135,7 @@ def _print_summary(comp, output_dir: Path, url: str, tracker) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
 def main(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    try:
-        run(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
-    except USER_ERRORS as err:  # bad input: one line, no traceback, when there is one comparison
-        log.error("%s", err)
-        if hc.mode == RunMode.RUN:
-            raise SystemExit(f"synbench.compare: error: {err}") from None
-        raise
-    except Exception:
-        log.exception("comparison failed")
-        raise
+    run_in_hydra(run, cfg, "synbench.compare", "comparison")
 
 
 if __name__ == "__main__":

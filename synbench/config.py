@@ -202,21 +202,29 @@ class PathsConf:
 
 
 @dataclass
-class Config:
-    model: Any = MISSING  # one of the model schemas above, by the `model` group's choice
+class CommonConf:
+    """What every app takes (conf/common.yaml, plus the tracking group and a mixture)."""
+
     mixture: MixtureConf = MISSING
-    epsilon: EpsilonConf = MISSING
-    probe: Any = MISSING
-    metrics: dict[str, Any] = field(default_factory=dict)
     tracking: TrackingConf = MISSING
-    attack: AttackConf = MISSING
     embed: EmbedConf = MISSING
     cache: CacheConf = MISSING
     paths: PathsConf = MISSING
     seed: int = MISSING
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress: bool = MISSING
-    resume: bool = MISSING  # skip a job whose run with the same config hash is FINISHED
+    resume: bool = MISSING  # skip a run whose MLflow run with the same config hash is FINISHED
+
+
+@dataclass
+class Config(CommonConf):
+    """One SynBench job (conf/config.yaml)."""
+
+    model: Any = MISSING  # one of the model schemas above, by the `model` group's choice
+    epsilon: EpsilonConf = MISSING
+    probe: Any = MISSING
+    metrics: dict[str, Any] = field(default_factory=dict)
+    attack: AttackConf = MISSING
 
 
 @dataclass
@@ -237,18 +245,11 @@ class ComparisonConf:
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(CommonConf):
+    """One model comparison (conf/compare.yaml)."""
+
     models: dict[str, Any] = field(default_factory=dict)  # label -> one choice of the `model` group
-    mixture: MixtureConf = MISSING
     compare: ComparisonConf = MISSING
-    tracking: TrackingConf = MISSING
-    embed: EmbedConf = MISSING
-    cache: CacheConf = MISSING
-    paths: PathsConf = MISSING
-    seed: int = MISSING
-    device: str = MISSING
-    progress: bool = MISSING
-    resume: bool = MISSING
 
 
 def register() -> None:
