@@ -47,7 +47,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     if cfg.resume:
         done = tracker.finished_run(config_hash)
         if done is not None:
-            return _reuse(done, tracker, config_hash, output_dir)
+            return reuse_finished(done, tracker, config_hash, output_dir)
     configure_threads()
     encoder = build(cfg.model).to(device)
     m = cfg.mixture
@@ -106,14 +106,15 @@ def _results_kept(path: Path):
         raise
 
 
-def _reuse(done, tracker, config_hash: str, output_dir: Path) -> dict:
-    """A FINISHED run of the same job exists: skip the work, point at it (``resume=false`` re-runs)."""
+def reuse_finished(done, tracker, config_hash: str, output_dir: Path, what: str = "job") -> dict:
+    """A FINISHED run of the same work exists: skip it, point at it (``resume=false`` re-runs); in a sweep the
+    parent run records which run stands for this one."""
     run_id = done.info.run_id
     tracker.record_reuse(config_hash, run_id)
     url = tracker.run_url(JobRun(run_id, done.info.experiment_id))
-    log.info("skipping the job: run %s with config hash %s is FINISHED (%s); resume=false re-runs it",
-             run_id, config_hash, url)
-    print(f"\nSynBench job skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
+    log.info("skipping the %s: run %s with config hash %s is FINISHED (%s); resume=false re-runs it",
+             what, run_id, config_hash, url)
+    print(f"\nSynBench {what} skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
     return {"config_hash": config_hash, "reused_run_id": run_id, "run_url": url, "output_dir": str(output_dir),
             "scalars": dict(done.data.metrics)}
 

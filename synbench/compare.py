@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from synbench.app import CONF_DIR, run_in_hydra
+from synbench.app import CONF_DIR, reuse_finished, run_in_hydra
 from synbench.config import build, flat_params, job_hash, resolve_device
 from synbench.data import Split
 from synbench.encoders import Precision, embed_mixture
@@ -24,7 +24,7 @@ from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
 from synbench.tracking.comparison import log_comparison, write_comparison
-from synbench.tracking.mlflow_run import JobRun, process_tags, ui_command
+from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
 
 log = logging.getLogger("synbench.compare")
@@ -85,10 +85,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     if cfg.resume:
         done = tracker.finished_run(config_hash, kind="comparison")
         if done is not None:
-            url = tracker.run_url(JobRun(done.info.run_id, done.info.experiment_id))
-            print(f"\nComparison skipped: already FINISHED as run {done.info.run_id} ({url}); resume=false re-runs it",
-                  flush=True)
-            return {"config_hash": config_hash, "reused_run_id": done.info.run_id, "run_url": url}
+            return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()
     embeddings, models = embed_models(cfg, device, precision)
     check_embeddings(names, [len(z) for z in embeddings.values()], settings)

@@ -85,10 +85,12 @@ def test_bad_input_is_one_line_before_any_run(store, tmp_path, overrides, messag
 
 
 def test_the_readme_command_runs(tmp_path):
-    """``python -m synbench.compare`` as the README shows it (a smaller mixture and fewer bootstraps)."""
+    """``./scripts/compare`` and ``python -m synbench.compare`` as the README shows them (a smaller mixture and
+    fewer bootstraps)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "synbench.compare", f"paths.outputs={tmp_path}", *SMALL,
-                           "compare.reference=vit_a"], capture_output=True, text=True, env=env, timeout=600)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "compare"  # the README's ./scripts/compare
+    proc = subprocess.run([str(script), f"paths.outputs={tmp_path}", *SMALL, "compare.reference=vit_a"],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Model comparison finished" in proc.stdout and "cnn vs vit_a" in proc.stdout
     [result] = list((tmp_path / "compare").rglob("comparison.json"))

@@ -13,7 +13,7 @@ from synbench.app import CONF_DIR
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 APPS = {("python", "-m", "synbench"): "config", ("./scripts/run",): "config",
-        ("python", "-m", "synbench.compare"): "compare"}
+        ("python", "-m", "synbench.compare"): "compare", ("./scripts/compare",): "compare"}
 
 
 def readme_commands() -> list[str]:
@@ -54,13 +54,13 @@ def test_every_hydra_command_in_the_readme_composes():
                 assert cfg.hydra.launcher._target_
                 composed.append(line)
                 break
-    assert len(composed) >= 21, composed  # the README shows that many; a parsing slip would drop them
+    assert len(composed) >= 22, composed  # the README shows that many; a parsing slip would drop them
 
 
 def test_the_commands_the_readme_names_exist():
     root = README.parent
     text = README.read_text()
-    for path in ("scripts/run", "scripts/test", "scripts/tracking_server", "scripts/bench_embed.py",
+    for path in ("scripts/run", "scripts/test", "scripts/compare", "scripts/tracking_server", "scripts/bench_embed.py",
                  "scripts/bench_compare.py", "scripts/timm_conformance.py", "conf/hydra/launcher/slurm.yaml",
                  "conf/experiment/paper_vit_family.yaml", "conf/compare.yaml"):
         assert path in text and (root / path).is_file(), path
