@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from synbench import report
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ["mixture.scales=[0.5,1.5,2.5,3.5]", "mixture.n_train=64", "mixture.n_test=64", "mixture.chunk_size=32",
@@ -127,6 +129,11 @@ def test_parallel_sweep_through_a_postgres_backed_server(server, tmp_path):
     [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert client.get_run(parent).info.status == "FINISHED"
     check_complete(client, runs)
+    # the report reads the sweep back from the server and logs its files to the parent there
+    assert report.main(["--parent", parent, "--tracking-uri", server.uri, "--out", str(tmp_path / "report"),
+                        "--bootstrap", "50"]) == 0
+    assert (tmp_path / "report" / parent / "report.csv").is_file()
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent, "report")}
 
 
 def test_server_outage_mid_sweep_loses_nothing_a_rerun_cannot_complete(server, tmp_path):
