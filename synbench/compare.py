@@ -59,6 +59,9 @@ def embed_models(cfg: DictConfig, device, precision: Precision) -> tuple[dict[st
         emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
                             plan.channels_last, cache, cfg.progress)
         out[label] = torch.cat([emb.z[Split.train][0], emb.z[Split.test][0]])
+        if not torch.isfinite(out[label]).all():
+            raise ValueError(f"models.{label} ({encoder.name}) returned non-finite features at compare.scale={scale:g}; "
+                             f"check its weights (model.checkpoint) or its precision (embed.precision=fp32)")
         info[label] = {"encoder": encoder.identity, "num_features": encoder.num_features,
                        "images_embedded": emb.images_embedded, "embed_seconds": emb.seconds}
         log.info("%s: %d features, %d images embedded (%s) in %.1f s", label, encoder.num_features,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -69,8 +70,17 @@ def test_three_tiny_models_compared_after_a_sweep_embed_nothing_again(store, cfg
     assert again["reused_run_id"] == out["run_id"]
 
 
+class NaNNet(torch.nn.Module):
+    """A broken model: the right shape, no numbers."""
+
+    def forward(self, x):
+        return torch.full((len(x), 8), float("nan"))
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["~models.vit_b", "~models.cnn"], "at least two models"),
+    (["~models.cnn", "+model@models.bad=custom", "models.bad.module._target_=tests.test_compare.NaNNet",
+      "models.bad.input_shape=[3,160,160]"], "models.bad .* returned non-finite features"),
     (["compare.k=128"], "compare.k=128 must be in"),
     (["compare.reference=nope"], "compare.reference='nope'"),
     (["models.cnn.input_size=96"], "every model must see the same inputs"),
