@@ -173,6 +173,9 @@ def test_server_outage_mid_sweep_loses_nothing_a_rerun_cannot_complete(server, t
     for r in after:
         if r.info.status != "FINISHED":  # the runs the outage interrupted: marked by the re-run, with the reason
             assert r.info.status == "KILLED" and "stale" in r.data.tags["synbench.error"]
+    exp_id = client.get_experiment_by_name("outage").experiment_id
+    sweeps = client.search_runs([exp_id], "tags.`synbench.kind` = 'sweep'", order_by=["attributes.start_time ASC"])
+    assert [s.info.status for s in sweeps] == ["KILLED", "FINISHED"]  # the dead sweep is not left RUNNING
     saved = {json.loads(p.read_text())["job"]["config_hash"] for p in on_disk}
     assert saved <= {r.data.tags["synbench.config_hash"] for r in finished}
 

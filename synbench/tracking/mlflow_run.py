@@ -126,15 +126,29 @@ class MlflowTracker:
         runs = client.search_runs([self.experiment_id], order_by=["attributes.start_time DESC"],
                                   filter_string=f"tags.`synbench.config_hash` = '{config_hash}' "
                                                 f"and tags.`synbench.kind` = '{kind}'")
+        self._kill_stale(client, runs, "a later run of the same job")
+        return next((r for r in runs if r.info.status == "FINISHED"), None)
+
+    def kill_stale_sweeps(self) -> None:
+        """Mark KILLED the sweep parents left RUNNING by a launcher process that died (killed, or its tracking
+        server went away before it could close the parent), so the UI never shows a dead sweep as running."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        runs = client.search_runs([self.experiment_id], filter_string="tags.`synbench.kind` = 'sweep' and "
+                                                                       "attributes.status = 'RUNNING'")
+        self._kill_stale(client, runs, "the next sweep")
+
+    @staticmethod
+    def _kill_stale(client, runs, finder: str) -> None:
         for run in runs:
             if run.info.status == "RUNNING" and _process_gone(run.data.tags):
                 tags = run.data.tags
                 client.set_tag(run.info.run_id, "synbench.error",
                                f"stale: its process {tags['synbench.pid']} on {tags['synbench.host']} is gone "
-                               f"(killed without ending the run); found by a later run of the same job")
+                               f"(killed without ending the run); found by {finder}")
                 client.set_terminated(run.info.run_id, status="KILLED")
                 log.warning("marked stale run %s KILLED: its process is gone", run.info.run_id)
-        return next((r for r in runs if r.info.status == "FINISHED"), None)
 
     def record_reuse(self, config_hash: str, run_id: str) -> None:
         """In a sweep, the parent run records which earlier run stands for this job."""

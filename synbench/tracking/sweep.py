@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from synbench.tracking.mlflow_run import PARENT_ENV, MlflowTracker
+from synbench.tracking.mlflow_run import PARENT_ENV, MlflowTracker, process_tags
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,13 @@ class MlflowSweepCallback(Callback):
 
         tracker = tracker_from(config)
         exp_id = tracker.connect()
+        tracker.kill_stale_sweeps()
         sweep_dir = str(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
         client = MlflowClient(tracker.uri)
         run = client.create_run(exp_id, run_name=f"sweep {Path(sweep_dir).name}", tags={
-            "synbench.kind": "sweep", "synbench.sweep_dir": sweep_dir, "synbench.sweep_overrides": overrides})
+            "synbench.kind": "sweep", "synbench.sweep_dir": sweep_dir, "synbench.sweep_overrides": overrides,
+            **process_tags()})
         self.parent_id, self.uri = run.info.run_id, tracker.uri
         os.environ[PARENT_ENV] = self.parent_id
         atexit.register(self._close, "FAILED")  # the sweep died before on_multirun_end
