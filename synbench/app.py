@@ -144,7 +144,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at
 
 def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
     """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback when there is
-    one run (in a multirun the error reaches the launcher, which marks that job failed and goes on)."""
+    one run (in a multirun the error goes on to the launcher, which reports the failed job)."""
     hc = HydraConfig.get()
     try:
         run_app(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)

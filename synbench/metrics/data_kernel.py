@@ -175,10 +175,11 @@ def sample_rdpg(x: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
     if len(light) > 1 and total > 0:
         u_max = float(wl.max()) ** 2  # <= HEAVY, since every light row has w_i * max(w) <= HEAVY
         s = -math.log1p(-u_max) / u_max if u_max > 0 else 1.0
-        draws = rng.poisson(s * total ** 2 / 2)  # ordered pairs, each (i, j) with intensity s u_ij / 2
-        cum = np.cumsum(wl)
-        i = light[np.minimum(np.searchsorted(cum, rng.random(draws) * total, side="right"), len(light) - 1)]
-        j = light[np.minimum(np.searchsorted(cum, rng.random(draws) * total, side="right"), len(light) - 1)]
+        # ordered pairs, each (i, j) with intensity s u_ij / 2: row i has Poisson(s w_i total / 2) of them, each
+        # with a partner j drawn in proportion to w_j
+        i = np.repeat(light, rng.poisson(s * wl * total / 2))
+        j = light[np.minimum(np.searchsorted(np.cumsum(wl), rng.random(len(i)) * total, side="right"),
+                             len(light) - 1)]
         i, j = i[i != j], j[i != j]
         p = np.clip(np.einsum("ij,ij->i", x[i], x[j]), 0.0, HEAVY)
         accept = rng.random(len(p)) * (s * w[i] * w[j]) < -np.log1p(-p)
