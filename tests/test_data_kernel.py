@@ -73,6 +73,7 @@ def test_elbow_finds_the_planted_rank():
         assert dk.elbows(np.linalg.svd(m, compute_uv=False), 1) == [rank]
     two_levels = np.r_[[50, 48], [20, 19, 18, 17], rng.uniform(0.5, 1, 30)]
     assert dk.elbows(two_levels, 2) == [2, 6]  # the second elbow: d as the spec chooses it
+    assert dk.elbows(np.array([5.0, 1.0]), 2) == [2]  # two singletons have no pooled variance: one group
 
 
 def test_omnibus_blocks_share_one_frame():
