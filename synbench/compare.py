@@ -91,7 +91,6 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
             return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()
     embeddings, models = embed_models(cfg, device, precision)
-    check_embeddings(names, [len(z) for z in embeddings.values()], settings)
 
     tags = {"synbench.kind": "comparison", "synbench.config_hash": config_hash,
             "synbench.models": ",".join(names), **process_tags()}

@@ -109,7 +109,8 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     t0 = time.perf_counter()
     nbrs = {m: nearest_neighbours(z, max(k, s.mutual_k)) for m, z in bar(embeddings.items(), "kNN graphs", "model",
                                                                          progress, total=len(embeddings))}
-    graphs = {m: prepare(knn_graph(v[:, :k]), s.augment_diagonal) for m, v in nbrs.items()}
+    kernels = {m: knn_graph(v[:, :k]) for m, v in nbrs.items()}
+    graphs = {m: prepare(a, s.augment_diagonal) for m, a in kernels.items()}
     clock["knn_seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -138,8 +139,8 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     for ref, other in tested_pairs(names, s.reference):
         if ref not in nulls:  # the null depends on the reference graph only
             seed = int(np.random.SeedSequence([s.seed, names.index(ref)]).generate_state(1)[0])
-            nulls[ref] = bootstrap_null(knn_graph(nbrs[ref][:, :k]), d, s.n_bootstrap, s.augment_diagonal, seed,
-                                        progress, label=f"bootstrap null of {ref}")
+            nulls[ref] = bootstrap_null(kernels[ref], d, s.n_bootstrap, s.augment_diagonal, seed, progress,
+                                        label=f"bootstrap null of {ref}")
         t = blocks[(ref, other)]
         p = p_values(t, nulls[ref])
         counts, edges = np.histogram(p, bins=s.hist_bins, range=(0.0, 1.0))
