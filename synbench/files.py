@@ -4,6 +4,7 @@ every layer of the package may use it."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -36,6 +37,16 @@ def _clean(obj):
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
+
+
+def write_csv_atomic(path: Path, header: list[str], rows) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    return replace_atomically(path, write)
 
 
 def write_json_atomic(path: Path, payload: dict) -> Path:

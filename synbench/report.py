@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from synbench.files import write_csv_atomic
 from synbench.progress import bar
 
 METRICS = ("synbench/score", "synbench/best_eps", "rmqm/noise", "rmqm/pgd", "spectrum/rankme",
@@ -100,11 +101,7 @@ def summarise(runs) -> tuple[list[dict], dict]:
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_csv_atomic(path, list(rows[0]), [list(r.values()) for r in rows])
 
 
 def markdown(rows: list[dict], corr: list[dict], source: str) -> str:

@@ -9,12 +9,11 @@ child gets its pair's metrics, histogram and most-changed data.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from synbench.files import replace_atomically, write_json_atomic
+from synbench.files import write_csv_atomic, write_json_atomic
 from synbench.metrics.model_comparison import Comparison, PairTest
 from synbench.tracking.local import figure
 
@@ -39,27 +38,17 @@ def summary(comp: Comparison, info: dict) -> dict:
     }
 
 
-def _csv(path: Path, header: list[str], rows) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-
-    return replace_atomically(path, write)
-
-
 def write_comparison(output_dir: Path, comp: Comparison, info: dict) -> list[Path]:
     out = Path(output_dir)
     files = [write_json_atomic(out / "comparison.json", summary(comp, info))]
     for key in MATRICES:
         matrix = getattr(comp, key)
-        files.append(_csv(out / "matrices" / f"{key}.csv", ["model", *comp.names],
+        files.append(write_csv_atomic(out / "matrices" / f"{key}.csv", ["model", *comp.names],
                           [[name, *map(float, row)] for name, row in zip(comp.names, matrix)]))
-    files.append(_csv(out / "matrices" / "mds.csv", ["model", "x", "y"],
+    files.append(write_csv_atomic(out / "matrices" / "mds.csv", ["model", "x", "y"],
                       [[name, *map(float, xy)] for name, xy in zip(comp.names, comp.mds)]))
     for test in comp.tests:
-        files.append(_csv(out / "pairs" / f"{pair_label(test)}.csv", ["datum", "statistic", "p_value"],
+        files.append(write_csv_atomic(out / "pairs" / f"{pair_label(test)}.csv", ["datum", "statistic", "p_value"],
                           zip(range(comp.n), map(float, test.t), map(float, test.p))))
     for key, title in MATRICES.items():
         files.append(_heatmap(getattr(comp, key), comp.names, title, out / "plots" / f"{key}.png"))
