@@ -78,7 +78,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         # 4. local files first (kept whatever MLflow does next), then MLflow
         files = write_local_results(output_dir, job, results)
         log.info("results written to %s", output_dir / "results.json")
-        with _results_kept(output_dir / "results.json"):
+        with results_kept(output_dir / "results.json"):
             for result in results:
                 mlrun.log_result(result)
             mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
@@ -95,14 +95,14 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
 
 
 @contextlib.contextmanager
-def _results_kept(path: Path):
-    """MLflow failing after the results were written (a server outage, say) fails the job, and says where the
-    results are: the run is left unfinished, so the next run of the job (resume) computes and logs it again."""
+def results_kept(path: Path):
+    """MLflow failing after the results were written (a server outage, say) fails the run, and says where the
+    results are: the run is left unfinished, so the next run of the same work (resume) computes and logs it."""
     try:
         yield
     except Exception as err:
-        log.error("MLflow logging failed (%s); the results are safe in %s; re-run the job to log them "
-                  "(resume re-runs every job whose run did not finish)", first_line(err), path)
+        log.error("MLflow logging failed (%s); the results are safe in %s; re-run to log them "
+                  "(resume re-runs every run that did not finish)", first_line(err), path)
         raise
 
 

@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from synbench.app import CONF_DIR, reuse_finished, run_in_hydra
+from synbench.app import CONF_DIR, results_kept, reuse_finished, run_in_hydra
 from synbench.config import build, flat_params, job_hash, resolve_device
 from synbench.data import Split
 from synbench.encoders import Precision, embed_mixture
@@ -102,12 +102,13 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         info["run_id"] = parent.run_id
         files = write_comparison(output_dir, comp, info)  # the folder first: kept whatever MLflow does next
         log.info("comparison written to %s", output_dir / "comparison.json")
-        log_comparison(tracker, parent, comp, files, output_dir,
-                       {"k": comp.k, "d": comp.d, "n": comp.n, "n_bootstrap": settings.n_bootstrap,
-                        "alpha": settings.alpha}, {"synbench.config_hash": config_hash})
-        parent.log_logs(output_dir)
-        if hydra_dir is not None:
-            parent.log_dir(Path(hydra_dir), "hydra")
+        with results_kept(output_dir / "comparison.json"):
+            log_comparison(tracker, parent, comp, files, output_dir,
+                           {"k": comp.k, "d": comp.d, "n": comp.n, "n_bootstrap": settings.n_bootstrap,
+                            "alpha": settings.alpha}, {"synbench.config_hash": config_hash})
+            parent.log_logs(output_dir)
+            if hydra_dir is not None:
+                parent.log_dir(Path(hydra_dir), "hydra")
     url = tracker.run_url(parent)
     _print_summary(comp, output_dir, url, tracker)
     return {**info, "k": comp.k, "d": comp.d, "run_url": url, "comparison": comp}

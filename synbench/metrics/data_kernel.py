@@ -184,7 +184,7 @@ def sample_rdpg(x: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
         j = light[np.minimum(np.searchsorted(np.cumsum(wl), rng.random(len(i)) * total, side="right"),
                              len(light) - 1)]
         i, j = i[i != j], j[i != j]
-        p = np.clip(np.einsum("ij,ij->i", x[i], x[j]), 0.0, HEAVY)
+        p = np.clip(np.einsum("ij,ij->i", x[i], x[j]), 0.0, HEAVY)  # p <= u_ij <= HEAVY; the clip guards rounding
         accept = rng.random(len(p)) * (s * w[i] * w[j]) < -np.log1p(-p)
         rows.append(i[accept])
         cols.append(j[accept])
