@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from synbench import app  # noqa: E402
+from synbench import app, runner  # noqa: E402
 from synbench.attacks import PGD  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
@@ -95,7 +95,7 @@ def rmqm_paths(encoder, batch, device, precision, levels):
 
 
 def compose_job(overrides: list[str]):
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=runner.CONF_DIR, version_base="1.3"):
         return compose("config", overrides=overrides)
 
 

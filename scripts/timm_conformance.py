@@ -39,7 +39,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from timm.models import get_pretrained_cfg  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from synbench import app  # noqa: E402
+from synbench import app, runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["family", "model", "input_size", "params_m", "feature_width", "seconds", "outcome", "message"]
@@ -74,13 +74,13 @@ def run_family(family: str, model: str, params: int, n: int, scales: str, output
            "input_size": "x".join(map(str, get_pretrained_cfg(model).input_size))}
     overrides = [*JOB, f"model.name={model}", f"mixture.n_train={n}", f"mixture.n_test={n}",
                  f"mixture.scales=[{scales}]", f"paths.outputs={outputs}", f"tracking.run_name=conformance {model}"]
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=runner.CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             summary = app.run(cfg, outputs / "jobs" / family)
-    except app.USER_ERRORS as err:
+    except runner.USER_ERRORS as err:
         row.update(outcome="refused", message=str(err))
     except Exception as err:
         row.update(outcome=f"crash: {type(err).__name__}", message=str(err).strip().splitlines()[0][:300])

@@ -3,32 +3,28 @@ beyond the order of the steps; each step's module owns its checks and its errors
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from synbench.config import build, check_config, flat_params, job_hash, resolve_device
-from synbench.data import Split
-from synbench.encoders import Precision, embed_mixture
-from synbench.encoders.base import first_line
+from synbench.data import InputTransform, Split
+from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
-from synbench.tracking import TrackingError, write_local_results
-from synbench.tracking.mlflow_run import JobRun, process_tags, ui_command
+from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
+from synbench.tracking import write_local_results
+from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
 
 log = logging.getLogger("synbench")
-
-USER_ERRORS = (ValueError, TrackingError)  # bad config, model, checkpoint, data or tracking URI (EncoderError too)
 
 
 def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = None) -> dict:
@@ -41,6 +37,8 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     precision = Precision.parse(cfg.embed.precision)
     probe = build(cfg.probe)
     metrics = [build(node) for node in cfg.metrics.values()]
+    on_mixture = [mt for mt in metrics if getattr(mt, "uses_mixture", True)]
+    reads_data = dataset_readers(cfg, metrics)
     tracker = tracker_from(cfg)
     tracker.connect()
     config_hash = job_hash(cfg)
@@ -48,32 +46,52 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         done = tracker.finished_run(config_hash)
         if done is not None:
             return reuse_finished(done, tracker, config_hash, output_dir)
+    data = build(cfg.dataset) if reads_data else None  # read and checked: one line on bad data
     configure_threads()
     encoder = build(cfg.model).to(device)
+    transform = (InputTransform.between(data.shape, encoder.input_shape, encoder.value_range, f"model {encoder.name!r}")
+                 if data is not None else None)
     m = cfg.mixture
-    mixture = mixture_for(m, encoder)
+    mixture = mixture_for(m, encoder) if on_mixture else None
     scales = [float(s) for s in m.scales]
-    for metric in metrics:
+    for metric in on_mixture:
         metric.check(scales, mixture)
-    plan = tune_encoder(encoder, device, precision, cfg.embed, images=len(scales) * (m.n_train + m.n_test),
-                        largest=max(m.n_train, m.n_test), cache_dir=cfg.cache.tuning_dir)
+    streams = (len(scales) * [m.n_train, m.n_test] if on_mixture else []) + \
+        ([data.count(s) for s in Split] if data is not None else [])  # the sizes of the passes to come
+    plan = tune_encoder(encoder, device, precision, cfg.embed, images=sum(streams), largest=max(streams),
+                        cache_dir=cfg.cache.tuning_dir)
 
     job = {"config_hash": config_hash, "device": str(device), "encoder": encoder.identity,
-           "num_features": encoder.num_features, "value_range": list(encoder.value_range), "mixture_mean": mixture.mean,
-           "embed_plan": plan.params(), "tune_seconds": plan.seconds, "output_dir": str(output_dir)}
+           "num_features": encoder.num_features, "value_range": list(encoder.value_range),
+           "mixture_mean": mixture.mean if mixture else None, "embed_plan": plan.params(),
+           "tune_seconds": plan.seconds, "output_dir": str(output_dir)}
     tags = {"synbench.kind": "job", "synbench.model": cfg.model.name, "synbench.config_hash": job["config_hash"],
             "synbench.direction": m.direction, "synbench.weights": encoder.identity["weights"], **process_tags()}
+    params = {**flat_params(cfg), **plan.params()}
+    if data is not None:
+        job["dataset"] = {**data.describe(), "transform": transform.describe()}
+        tags["synbench.dataset"] = data.name
+        params.update({f"dataset.{k}": v for k, v in data.describe().items()},
+                      **{f"dataset.transform.{k}": v for k, v in transform.describe().items()})
     run_name = cfg.tracking.run_name or _default_run_name(cfg)
-    with tracker.job_run(run_name, {**flat_params(cfg), **plan.params()}, tags) as mlrun:
-        # 2. the one embedding pass, shared by every metric
+    with tracker.job_run(run_name, params, tags) as mlrun:
+        # 2. one embedding pass per input, shared by every metric (each from the cache when it holds it)
         cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
-        emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
-                            plan.batch_size, device, precision, plan.channels_last, cache, cfg.progress)
+        emb = labelled = None
+        if on_mixture:
+            emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
+                                plan.batch_size, device, precision, plan.channels_last, cache, cfg.progress)
+        if data is not None:
+            labelled = embed_dataset(encoder, data, transform, plan.batch_size, device, precision,
+                                     plan.channels_last, cache, cfg.progress)
+        passes = [p for p in (emb, labelled) if p is not None]
+        embed_seconds = sum(p.seconds for p in passes)
+        embedded = sum(p.images_embedded for p in passes)
         # 3. metrics
-        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision, cfg.progress)
+        inputs = MetricInputs(emb, encoder, mixture, probe, cfg.seed, precision, cfg.progress, labelled)
         t0 = time.perf_counter()
         results = [metric.compute(inputs) for metric in metrics]
-        job.update(embed_seconds=emb.seconds, images_embedded=emb.images_embedded,
+        job.update(embed_seconds=embed_seconds, images_embedded=embedded,
                    metric_seconds=time.perf_counter() - t0, run_id=mlrun.run_id)
         # 4. local files first (kept whatever MLflow does next), then MLflow
         files = write_local_results(output_dir, job, results)
@@ -81,7 +99,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         with results_kept(output_dir / "results.json"):
             for result in results:
                 mlrun.log_result(result)
-            mlrun.log_metrics({"job/embed_seconds": emb.seconds, "job/images_embedded": emb.images_embedded,
+            mlrun.log_metrics({"job/embed_seconds": embed_seconds, "job/images_embedded": embedded,
                                "job/metric_seconds": job["metric_seconds"], "job/tune_seconds": plan.seconds,
                                **({"embed/tuned_images_per_s": plan.images_per_s} if plan.images_per_s else {})})
             mlrun.log_files(files, output_dir)
@@ -94,29 +112,17 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     return summary
 
 
-@contextlib.contextmanager
-def results_kept(path: Path):
-    """MLflow failing after the results were written (a server outage, say) fails the run, and says where the
-    results are: the run is left unfinished, so the next run of the same work (resume) computes and logs it."""
-    try:
-        yield
-    except Exception as err:
-        log.error("MLflow logging failed (%s); the results are safe in %s; re-run to log them "
-                  "(resume re-runs every run that did not finish)", first_line(err), path)
-        raise
-
-
-def reuse_finished(done, tracker, config_hash: str, output_dir: Path, what: str = "job") -> dict:
-    """A FINISHED run of the same work exists: skip it, point at it (``resume=false`` re-runs); in a sweep the
-    parent run records which run stands for this one."""
-    run_id = done.info.run_id
-    tracker.record_reuse(config_hash, run_id)
-    url = tracker.run_url(JobRun(run_id, done.info.experiment_id))
-    log.info("skipping the %s: run %s with config hash %s is FINISHED (%s); resume=false re-runs it",
-             what, run_id, config_hash, url)
-    print(f"\nSynBench {what} skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
-    return {"config_hash": config_hash, "reused_run_id": run_id, "run_url": url, "output_dir": str(output_dir),
-            "scalars": dict(done.data.metrics)}
+def dataset_readers(cfg: DictConfig, metrics) -> bool:
+    """Whether the job reads its ``dataset``: a metric that needs one without it is a one-line error; a dataset
+    no metric reads is left unread, with a warning (a sweep may hold it fixed over parts that do not read it)."""
+    readers = [mt.name for mt in metrics if getattr(mt, "uses_dataset", False)]
+    if readers and cfg.dataset is None:
+        raise ValueError(f"metrics {', '.join(readers)} need a labelled dataset: add dataset=idx|npz|image_folder|hf "
+                         f"dataset.path=...")
+    if cfg.dataset is not None and not readers:
+        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream to metrics, e.g. "
+                    "metrics=[synbench,downstream])", cfg.dataset.name)
+    return bool(readers)
 
 
 def _default_run_name(cfg: DictConfig) -> str:
@@ -137,25 +143,6 @@ def _print_summary(summary: dict, tracker, results) -> None:
     if tracker.is_local:
         lines.append(f"  open the UI: {ui_command(tracker.uri)}")
     print("\n".join(lines), flush=True)
-
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at the repository root
-
-
-def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
-    """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback when there is
-    one run (in a multirun the error goes on to the launcher, which reports the failed job)."""
-    hc = HydraConfig.get()
-    try:
-        run_app(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
-    except USER_ERRORS as err:
-        log.error("%s", err)
-        if hc.mode == RunMode.RUN:
-            raise SystemExit(f"{prog}: error: {err}") from None
-        raise
-    except Exception:
-        log.exception("%s failed", what)
-        raise
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

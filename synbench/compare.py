@@ -1,5 +1,8 @@
 """``python -m synbench.compare``: many models, the same inputs, compared by the geometry of their embeddings
 (data kernels, per-datum tests, the manifold of models, CKA and mutual k-NN). Config: ``conf/compare.yaml``.
+The inputs are the mixture at one scale, or, with ``dataset=...``, a real dataset's test split: the data-kernel
+paper's own use (which inputs does model B represent differently from model A?), with the most-changed inputs
+shown as images and the share of rejected data per class.
 
 The second Hydra app beside the job: it wires the same pieces (encoder builders, the mixture, the tuned and
 cached embedding pass, the MLflow tracker) to ``metrics.model_comparison``; nothing here is a second copy.
@@ -15,15 +18,15 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from synbench.app import CONF_DIR, results_kept, reuse_finished, run_in_hydra
+from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
 from synbench.config import build, flat_params, job_hash, resolve_device
-from synbench.data import Split
-from synbench.encoders import Precision, embed_mixture
+from synbench.data import InputTransform, LabelledDataset, Split
+from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
-from synbench.tracking.comparison import log_comparison, write_comparison
+from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
 
@@ -37,9 +40,11 @@ def settings_from(cfg: DictConfig) -> ComparisonSettings:
                               top_changed=c.top_changed, hist_bins=c.hist_bins, seed=cfg.seed)
 
 
-def embed_models(cfg: DictConfig, device, precision: Precision) -> tuple[dict[str, torch.Tensor], dict]:
-    """Each model in turn: load, tune, embed the mixture's train + test sets at ``compare.scale`` (from the cache
-    when a job or an earlier comparison embedded them), free the model. Every model must see the same inputs."""
+def embed_models(cfg: DictConfig, device, precision: Precision, data: LabelledDataset | None
+                 ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Each model in turn: load, tune, embed the inputs (from the cache when a job or an earlier comparison
+    embedded them), free the model. Every model must see the same inputs: the mixture's train + test sets at
+    ``compare.scale``, or the test split of ``dataset`` (the cache entry its downstream jobs wrote)."""
     m = cfg.mixture
     n = {Split.train: m.n_train, Split.test: m.n_test}
     cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
@@ -47,20 +52,32 @@ def embed_models(cfg: DictConfig, device, precision: Precision) -> tuple[dict[st
     out, info, first = {}, {}, None
     for label, node in cfg.models.items():
         encoder = build(node).to(device)
-        mixture = mixture_for(m, encoder)
-        if first is None:
-            first = (label, mixture)
-        elif mixture != first[1]:
-            raise ValueError(f"models.{label} takes inputs of shape {list(mixture.shape)} centred at {mixture.mean:g}, "
-                             f"models.{first[0]} takes {list(first[1].shape)} at {first[1].mean:g}: every model must "
-                             f"see the same inputs (set models.<label>.input_size, or mixture.mean)")
-        plan = tune_encoder(encoder, device, precision, cfg.embed, images=sum(n.values()), largest=max(n.values()),
-                            cache_dir=cfg.cache.tuning_dir)
-        emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
-                            plan.channels_last, cache, cfg.progress)
-        out[label] = torch.cat([emb.z[Split.train][0], emb.z[Split.test][0]])
+        if data is not None:
+            transform = InputTransform.between(data.shape, encoder.input_shape, encoder.value_range, f"models.{label}")
+            count = data.count(Split.test)
+            plan = tune_encoder(encoder, device, precision, cfg.embed, images=count, largest=count,
+                                cache_dir=cfg.cache.tuning_dir)
+            emb = embed_dataset(encoder, data, transform, plan.batch_size, device, precision, plan.channels_last,
+                                cache, cfg.progress, splits=(Split.test,))
+            out[label] = emb.z[Split.test]
+            where = f"dataset {data.name}"
+        else:
+            mixture = mixture_for(m, encoder)
+            if first is None:
+                first = (label, mixture)
+            elif mixture != first[1]:
+                raise ValueError(f"models.{label} takes inputs of shape {list(mixture.shape)} centred at "
+                                 f"{mixture.mean:g}, models.{first[0]} takes {list(first[1].shape)} at "
+                                 f"{first[1].mean:g}: every model must see the same inputs (set "
+                                 f"models.<label>.input_size, or mixture.mean)")
+            plan = tune_encoder(encoder, device, precision, cfg.embed, images=sum(n.values()), largest=max(n.values()),
+                                cache_dir=cfg.cache.tuning_dir)
+            emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
+                                plan.channels_last, cache, cfg.progress)
+            out[label] = torch.cat([emb.z[Split.train][0], emb.z[Split.test][0]])
+            where = f"compare.scale={scale:g}"
         if not torch.isfinite(out[label]).all():
-            raise ValueError(f"models.{label} ({encoder.name}) returned non-finite features at compare.scale={scale:g}; "
+            raise ValueError(f"models.{label} ({encoder.name}) returned non-finite features on the {where} inputs; "
                              f"check its weights (model.checkpoint) or its precision (embed.precision=fp32)")
         info[label] = {"encoder": encoder.identity, "num_features": encoder.num_features,
                        "images_embedded": emb.images_embedded, "embed_seconds": emb.seconds}
@@ -71,12 +88,26 @@ def embed_models(cfg: DictConfig, device, precision: Precision) -> tuple[dict[st
     return out, info
 
 
+def labelled_views(comp, data: LabelledDataset, alpha: float) -> dict:
+    """On a dataset: each test's share of rejected data per class, and the most-changed inputs themselves
+    (pixels, captions with their index in the test split, label and p-value) for an image grid."""
+    labels = data.y[data.index[Split.test]].numpy()
+    views = {}
+    for t in comp.tests:
+        t.add_classes(labels, list(data.classes), alpha)
+        pixels, y = data.take(Split.test, torch.as_tensor(t.most_changed, dtype=torch.long), "cpu")
+        views[pair_label(t)] = (pixels.numpy(), [f"#{i} {data.classes[int(c)]} p={t.p[i]:.3f}"
+                                                 for i, c in zip(t.most_changed, y)])
+    return views
+
+
 def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = None) -> dict:
     """Run one comparison; returns its summary (also in ``output_dir/comparison.json`` and MLflow)."""
     output_dir = Path(output_dir)
     settings = settings_from(cfg)
     names = list(cfg.models)
-    n = int(cfg.mixture.n_train) + int(cfg.mixture.n_test)
+    data = build(cfg.dataset) if cfg.dataset is not None else None  # read and checked: one line on bad data
+    n = data.count(Split.test) if data is not None else int(cfg.mixture.n_train) + int(cfg.mixture.n_test)
     check_embeddings(names, [n] * len(names), settings)  # cheap checks before any model loads or run exists
     if not float(cfg.compare.scale) >= 0:
         raise ValueError(f"compare.scale={cfg.compare.scale} must be >= 0")
@@ -90,17 +121,22 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         if done is not None:
             return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()
-    embeddings, models = embed_models(cfg, device, precision)
+    embeddings, models = embed_models(cfg, device, precision, data)
 
     tags = {"synbench.kind": "comparison", "synbench.config_hash": config_hash,
             "synbench.models": ",".join(names), **process_tags()}
     params = {**flat_params(cfg), "compare.n": n}
-    info = {"config_hash": config_hash, "device": str(device), "models": models, "scale": float(cfg.compare.scale),
-            "output_dir": str(output_dir)}
+    info = {"config_hash": config_hash, "device": str(device), "models": models, "output_dir": str(output_dir),
+            **({"dataset": {**data.describe(), "split": "test"}} if data is not None
+               else {"scale": float(cfg.compare.scale)})}
+    if data is not None:
+        tags["synbench.dataset"] = data.name
+        params.update({f"dataset.{k}": v for k, v in data.describe().items()})
     with tracker.job_run(cfg.tracking.run_name or f"compare {', '.join(names)}", params, tags) as parent:
         comp = compare_embeddings(embeddings, settings, cfg.progress)
+        views = labelled_views(comp, data, settings.alpha) if data is not None else {}
         info["run_id"] = parent.run_id
-        files = write_comparison(output_dir, comp, info)  # the folder first: kept whatever MLflow does next
+        files = write_comparison(output_dir, comp, info, views)  # the folder first: kept whatever MLflow does next
         log.info("comparison written to %s", output_dir / "comparison.json")
         with results_kept(output_dir / "comparison.json"):
             log_comparison(tracker, parent, comp, files, output_dir,

@@ -16,6 +16,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(os.path.expanduser(str(p))), replace=True)
+# a dataset's default name: its file or folder name without suffix (mnist.npz -> mnist)
+OmegaConf.register_new_resolver("basename", lambda p: os.path.splitext(os.path.basename(str(p).rstrip("/")))[0],
+                                replace=True)
 
 
 @dataclass
@@ -169,6 +172,51 @@ class RobustnessConf:
 
 
 @dataclass
+class SoftmaxProbeConf:
+    _target_: str = "synbench.probes.softmax.SoftmaxProbe"
+    penalties: list[float] = MISSING  # L2 grid, on standardised features; the best held-out accuracy wins
+    val_fraction: float = MISSING  # share of the train split held out to choose the penalty
+    max_iter: int = MISSING  # L-BFGS iterations per fit
+
+
+@dataclass
+class DownstreamConf:
+    _target_: str = "synbench.metrics.downstream.Downstream"
+    probe: SoftmaxProbeConf = MISSING
+    attack: AttackConf = MISSING
+    n_points: Optional[int] = None  # test images attacked (the first ones); null: all
+
+
+@dataclass
+class DatasetConf:
+    """A real labelled dataset read from local files (``synbench/data/readers.py``); ``dataset.path`` always."""
+
+    _target_: str = MISSING
+    name: str = MISSING  # its label in runs and reports (tag synbench.dataset)
+    path: str = MISSING
+    test_fraction: float = MISSING  # the seeded test split, for data without a split of their own
+    split_seed: int = MISSING
+    n_train: Optional[int] = None  # a seeded subset of the train split; null: all of it
+    n_test: Optional[int] = None
+
+
+@dataclass
+class ImageFolderDatasetConf(DatasetConf):
+    image_size: Optional[int] = None  # resize every image to N x N on load (needed when sizes differ)
+
+
+@dataclass
+class NpzDatasetConf(DatasetConf):
+    value_range: Optional[list[float]] = None  # the stored pixels' range; null: [0, 255] integers, [0, 1] floats
+
+
+@dataclass
+class HFDatasetConf(ImageFolderDatasetConf):
+    image_key: str = MISSING
+    label_key: str = MISSING
+
+
+@dataclass
 class TrackingConf:
     uri: str = MISSING
     experiment: str = MISSING
@@ -225,6 +273,7 @@ class Config(CommonConf):
     probe: Any = MISSING
     metrics: dict[str, Any] = field(default_factory=dict)
     attack: AttackConf = MISSING
+    dataset: Any = None  # a real labelled dataset (the `dataset` group) for metrics.downstream; null: none
 
 
 @dataclass
@@ -250,6 +299,7 @@ class CompareConfig(CommonConf):
 
     models: dict[str, Any] = field(default_factory=dict)  # label -> one choice of the `model` group
     compare: ComparisonConf = MISSING
+    dataset: Any = None  # a real dataset's test split as the inputs (the `dataset` group); null: the mixture
 
 
 def register() -> None:
@@ -270,7 +320,12 @@ def register() -> None:
     cs.store(group="metrics", name="base_robustness", node=RobustnessConf)
     cs.store(group="metrics", name="base_spectrum", node=SpectrumConf)
     cs.store(group="metrics", name="base_rmqm", node=RMQMConf)
+    cs.store(group="metrics", name="base_downstream", node=DownstreamConf)
     cs.store(group="attack", name="base_attack", node=AttackConf)
+    cs.store(group="dataset", name="base_image_folder", node=ImageFolderDatasetConf)
+    cs.store(group="dataset", name="base_npz", node=NpzDatasetConf)
+    cs.store(group="dataset", name="base_idx", node=DatasetConf)
+    cs.store(group="dataset", name="base_hf", node=HFDatasetConf)
     cs.store(group="tracking", name="base_tracking", node=TrackingConf)
 
 

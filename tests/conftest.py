@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import synbench.config  # noqa: E402,F401  (registers schemas and the abspath resolver)
-from synbench.app import CONF_DIR  # noqa: E402
+from synbench.runner import CONF_DIR  # noqa: E402
 
 # A job small enough for 2 CPU cores: test_vit, 4 scales reaching past Phi^-1(0.99), 64 + 64 samples each.
 # resume=false: the suite's jobs share one store and many re-run a config on purpose (test_resume.py says

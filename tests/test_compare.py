@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from synbench import app, compare
-from synbench.app import CONF_DIR
+from synbench.runner import CONF_DIR
 
 pytestmark = pytest.mark.slow
 MIXTURE = ["mixture.n_train=64", "mixture.n_test=64", "mixture.chunk_size=32", "progress=false",

@@ -23,7 +23,7 @@ def test_paper_experiment_is_the_published_protocol(tmp_path):
     with pytest.raises(ConfigCompositionException):  # must say it replaces the null experiment: no '+' 
         make_cfg(tmp_path, "+experiment=paper_vit_b16")
     from hydra import compose, initialize_config_dir
-    from synbench.app import CONF_DIR
+    from synbench.runner import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=paper_vit_b16"])
     assert cfg.model.name == "vit_base_patch16_224" and cfg.model.pretrained is True
@@ -96,7 +96,7 @@ def test_every_knob_has_a_value_in_conf(tmp_path):
 
 def test_paper_vit_family_is_one_multirun_of_the_four_vits():
     from hydra import compose, initialize_config_dir
-    from synbench.app import CONF_DIR
+    from synbench.runner import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=paper_vit_family"], return_hydra_config=True)
         paper = compose("config", overrides=["experiment=paper_vit_b16"])
@@ -109,7 +109,7 @@ def test_paper_vit_family_is_one_multirun_of_the_four_vits():
 
 def test_slurm_launcher_is_submitit_with_the_projects_defaults():
     from hydra import compose, initialize_config_dir
-    from synbench.app import CONF_DIR
+    from synbench.runner import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                            "hydra.launcher.timeout_min=30"], return_hydra_config=True)
@@ -120,7 +120,7 @@ def test_slurm_launcher_is_submitit_with_the_projects_defaults():
 
 def test_compare_config_composes_models_from_the_model_group(tmp_path):
     from hydra import compose, initialize_config_dir
-    from synbench.app import CONF_DIR
+    from synbench.runner import CONF_DIR
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("compare", overrides=[f"paths.outputs={tmp_path}", "+model@models.r50=resnet50",
                                             "~models.cnn", "models.vit_b.init_seed=7"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from synbench.app import CONF_DIR
+from synbench.runner import CONF_DIR
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 APPS = {("python", "-m", "synbench"): "config", ("./scripts/run",): "config",

@@ -48,6 +48,9 @@ def test_report_of_a_real_sweep(cfg_factory, tmp_path, monkeypatch):
         r = rows[(model, METRIC)]
         assert np.std(values) > 0  # two seeds, two values: a real interval
         lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        # RankMe >= 1: an interval reaching below is clipped there and says so (two seeds give t = 12.7)
+        note, lo = ("clipped to [1, inf)" if lo < 1 else ""), max(lo, 1.0)
+        assert r["ci_note"] == note
         assert float(r["mean"]) == pytest.approx(np.mean(values), rel=1e-9)
         assert float(r["ci_lo"]) == pytest.approx(lo, rel=1e-6) and float(r["ci_hi"]) == pytest.approx(hi, rel=1e-6)
         assert r["n"] == "2" and r["seeds"] == "0 1"

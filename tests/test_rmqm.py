@@ -184,3 +184,18 @@ def test_rmqm_in_a_job_logs_both_schedules(cfg_factory, tmp_path):
     for schedule in ("noise", "pgd"):
         assert math.isfinite(s[f"rmqm/{schedule}"])
         assert all(s[f"rmqm/{schedule}/{k}"] >= 0 for k in ("D_o", "D_p", "S_o", "S_p"))
+
+
+def test_pixel_range_clips_level_zero_of_both_paths():
+    """The spec clips every level: with inputs outside the box, level 0 of both paths is the clipped input's
+    representation, and the PGD path's first level is one alpha step from it (no jump from the clip)."""
+    enc = identity()
+    m = metric(pixel_range=[0.0, 1.0], pgd_alpha=0.01)
+    x, _ = next(GaussianMixture(SHAPE, 0.5, 1.0, 0.5, "random", 0, 2, 8).stream(1.0, Split.test, 4, 0, 4, "cpu"))
+    assert (x < 0).any() and (x > 1).any()  # noise_std 1 around 0.5: the box cuts it
+    clipped = enc(x.clamp(0, 1))
+    noise = m.noise_path(enc, x, None, seed=0)
+    pgd = m.pgd_path(enc, x, None, seed=0)
+    assert torch.equal(noise[0], clipped) and torch.equal(pgd[0], clipped)
+    step = (pgd[1] - pgd[0]).abs().max()
+    assert step <= 0.01 + 1e-3 + 1e-6  # one linf step (+ the seeded offset); unclipped level 0 would jump by ~1

@@ -1,4 +1,5 @@
-"""The one embedding pass every metric shares: mixture samples per scale -> features, on the device.
+"""The one embedding pass every metric shares: mixture samples per scale (or a labelled dataset's splits) ->
+features, on the device.
 
 Pixels are generated on the device batch by batch and fed straight to the model (bf16 autocast on CUDA);
 features land in a preallocated device tensor, so nothing goes back to the host inside the loop.
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from synbench.data import GaussianMixture, Split
+from synbench.data import GaussianMixture, InputTransform, LabelledDataset, Split
 from synbench.encoders.base import Encoder, Precision, autocast
 from synbench.encoders.cache import EmbeddingCache
 from synbench.progress import bar
@@ -34,11 +35,21 @@ class Embeddings:
 def embed_stream(encoder: Encoder, mixture: GaussianMixture, scale: float, split: Split, n: int, seed: int,
                  batch_size: int, device: torch.device, precision: Precision, channels_last: bool):
     """Embed ``n`` samples of one (scale, split); returns (features [n, D] float32, labels [n])."""
+    return embed_batches(encoder, mixture.stream(scale, split, n, seed, batch_size, device), n, device, precision,
+                         channels_last)
+
+
+def embed_batches(encoder: Encoder, batches, n: int, device: torch.device, precision: Precision,
+                  channels_last: bool, prepare=None):
+    """The forward loop of every embedding pass: ``n`` inputs from ``batches`` of (inputs, labels), each
+    through ``prepare`` (a dataset's transform) and the encoder; (features [n, D] float32, labels [n])."""
     z = torch.empty((n, encoder.num_features), dtype=torch.float32, device=device)
     y = torch.empty(n, dtype=torch.long, device=device)
     start = 0
     with torch.inference_mode(), autocast(device, precision.autocast_dtype(device)):
-        for x, labels in mixture.stream(scale, split, n, seed, batch_size, device):
+        for x, labels in batches:
+            if prepare is not None:
+                x = prepare(x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             stop = start + len(labels)
@@ -46,6 +57,20 @@ def embed_stream(encoder: Encoder, mixture: GaussianMixture, scale: float, split
             y[start:stop] = labels
             start = stop
     return z, y
+
+
+def with_backoff(embed, batch_size: int):
+    """``embed(batch_size)``, halving the batch on CUDA out-of-memory until it fits (or is 1); returns
+    (result, the batch size that worked)."""
+    while True:
+        try:
+            return embed(batch_size), batch_size
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory: retrying with batch size %d", batch_size)
 
 
 def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float], n: dict[Split, int],
@@ -64,18 +89,9 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
         if hit is None:
             hit = {}
             for split, count in n.items():
-                while True:
-                    try:
-                        hit[f"z_{split.value}"], hit[f"y_{split.value}"] = embed_stream(
-                            encoder, mixture, scale, split, count, seed, batch_size, device, precision,
-                            channels_last)
-                        break
-                    except torch.cuda.OutOfMemoryError:
-                        if batch_size == 1:
-                            raise
-                        batch_size = max(1, batch_size // 2)
-                        torch.cuda.empty_cache()
-                        log.warning("CUDA out of memory: retrying with batch size %d", batch_size)
+                (hit[f"z_{split.value}"], hit[f"y_{split.value}"]), batch_size = with_backoff(
+                    lambda b: embed_stream(encoder, mixture, scale, split, count, seed, b, device, precision,
+                                           channels_last), batch_size)
                 embedded += count
             if cache is not None:
                 cache.put(key, hit)
@@ -86,6 +102,43 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
     return Embeddings(scales=list(scales), z={s: torch.stack(v) for s, v in z.items()},
                       y={s: torch.stack(v) for s, v in y.items()}, images_embedded=embedded,
                       seconds=time.perf_counter() - t0)
+
+
+@dataclass
+class LabelledFeatures:
+    """A real dataset's features, beside the data and the transform that made them (metrics that attack go back
+    through both): ``z[split]`` is [n, D], ``y[split]`` is [n]."""
+
+    data: LabelledDataset
+    transform: InputTransform
+    z: dict[Split, torch.Tensor]
+    y: dict[Split, torch.Tensor]
+    images_embedded: int
+    seconds: float
+
+
+def embed_dataset(encoder: Encoder, data: LabelledDataset, transform: InputTransform, batch_size: int,
+                  device: torch.device, precision: Precision, channels_last: bool = False,
+                  cache: EmbeddingCache | None = None, progress: bool = True,
+                  splits: tuple[Split, ...] = (Split.train, Split.test)) -> LabelledFeatures:
+    """Features of a labelled dataset's ``splits`` through ``transform`` and the encoder, one cache entry per split
+    (keyed by that split's content hash), so a comparison on a job's test images reuses the job's pass."""
+    t0 = time.perf_counter()
+    z, y, embedded = {}, {}, 0
+    for split in bar(splits, f"embed {data.name}", "split", progress, leave=True):
+        key = {"encoder": encoder.identity, "data": data.split_digest[split], "n": data.count(split),
+               "transform": transform.describe(), **runtime_key(device, precision)}
+        hit = cache.get(key, device) if cache is not None else None
+        if hit is None:
+            (hz, hy), batch_size = with_backoff(
+                lambda b: embed_batches(encoder, data.stream(split, b, device), data.count(split), device, precision,
+                                        channels_last, transform), batch_size)
+            hit = {"z": hz, "y": hy}
+            embedded += data.count(split)
+            if cache is not None:
+                cache.put(key, hit)
+        z[split], y[split] = hit["z"], hit["y"]
+    return LabelledFeatures(data, transform, z, y, embedded, time.perf_counter() - t0)
 
 
 def mixture_for(m, encoder: Encoder) -> GaussianMixture:
@@ -101,14 +154,17 @@ def mixture_for(m, encoder: Encoder) -> GaussianMixture:
 def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[Split, int], seed: int,
               device: torch.device, precision: Precision) -> dict:
     """Everything that determines one scale's features; batch size is deliberately absent (chunks are seeded)."""
-    dtype = precision.autocast_dtype(device)
     return {
         "encoder": encoder.identity,
         "mixture": asdict(mixture),
         "scale": float(scale),
         "n": {split.value: int(count) for split, count in n.items()},
         "seed": int(seed),
-        "device": device.type,
-        "autocast": str(dtype) if dtype else "fp32",
-        "torch": torch.__version__.split("+")[0],
+        **runtime_key(device, precision),
     }
+
+
+def runtime_key(device: torch.device, precision: Precision) -> dict:
+    """What, besides model and data, changes features in their last bits: device kind, autocast, torch."""
+    dtype = precision.autocast_dtype(device)
+    return {"device": device.type, "autocast": str(dtype) if dtype else "fp32", "torch": torch.__version__.split("+")[0]}

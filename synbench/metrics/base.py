@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from synbench.data import GaussianMixture
-from synbench.encoders import Embeddings, Encoder, Precision
+from synbench.encoders import Embeddings, Encoder, LabelledFeatures, Precision
 from synbench.probes import LinearProbe
 
 
@@ -77,13 +77,14 @@ class MetricInputs:
     """What a job hands its metrics: the one embedding pass, plus the encoder and data for metrics that
     must go back through the model (attacks, noise paths)."""
 
-    embeddings: Embeddings
+    embeddings: Embeddings | None  # the mixture's pass; None when no metric of the job uses the mixture
     encoder: Encoder
-    mixture: GaussianMixture
+    mixture: GaussianMixture | None
     probe: Probe  # the job's downstream probe (`probe` config group)
     seed: int
     precision: Precision  # autocast policy for metrics that run the model again
     progress: bool = True  # progress bars on the metric's long loops (attacks)
+    labelled: LabelledFeatures | None = None  # the job's real dataset (`dataset` group), when it has one
 
 
 class Probe(Protocol):
@@ -92,6 +93,9 @@ class Probe(Protocol):
 
 class Metric(Protocol):
     name: str
+    # what the metric reads; the job embeds only what some metric reads (class attributes; absent: the mixture)
+    uses_mixture: bool = True
+    uses_dataset: bool = False
 
     def check(self, scales: list[float], mixture: GaussianMixture) -> None:
         """Raise a one-line ValueError before any heavy work if this metric cannot be computed."""

@@ -52,6 +52,13 @@ class PairTest:
     most_changed: list[int]  # smallest p first, then largest T
     hist_counts: list[int]
     hist_edges: list[float]
+    rejected_by_class: dict[str, float] = field(default_factory=dict)  # labelled inputs: the share per class
+
+    def add_classes(self, labels: np.ndarray, classes: list[str], alpha: float) -> None:
+        """On labelled inputs, the share of each class's data whose test rejects: which kinds of input moved."""
+        labels = np.asarray(labels)
+        self.rejected_by_class = {name: float((self.p[labels == c] < alpha).mean())
+                                  for c, name in enumerate(classes) if (labels == c).any()}
 
 
 @dataclass

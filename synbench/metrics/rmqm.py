@@ -9,7 +9,8 @@ representation ``z^a`` is tracked over the levels ``a = 0..n-1``:
 - ``RMQM = ln(1 + D_o + D_p + 1/S_o + 1/S_p)``: large and steady steps score high.
 Two schedules, scored separately:
 - white noise: ``x_a = x + sigma_a eps_a`` with ``sigma_a = linspace(0, sigma_max, n)[a]`` and fresh seeded
-  noise per level (not cumulative), clipped to ``mixture.pixel_range`` when one is set;
+  noise per level (not cumulative), clipped to ``pixel_range`` when one is set, at every level: level 0 is the
+  clipped clean input, and the PGD path starts from it too (its reference representation and its ball);
 - label-free PGD maximising ``||f(x') - f(x)||`` (linf, step ``alpha``, ball ``radius``, no random start: the
   first step leaves from a tiny seeded offset, since the gradient is zero at ``x' = x``). Level ``a`` is the
   ``a``-th iterate of ONE run of n-1 steps recorded by the shared ``ascend`` loop: n-1 forward+backward
@@ -106,7 +107,7 @@ class RMQM:
         with torch.inference_mode(), autocast(x.device, dtype):
             for sigma in sigmas:
                 xa = x + sigma * torch.randn(x.shape, generator=gen, device=x.device) if sigma > 0 else x
-                if self.pixel_range is not None and sigma > 0:
+                if self.pixel_range is not None:  # every level, level 0 included (the spec's clip)
                     xa = xa.clamp(*self.pixel_range)
                 out.append(encoder(xa).float())
         return torch.stack(out)
@@ -114,6 +115,8 @@ class RMQM:
     def pgd_path(self, encoder, x, dtype, seed: int) -> torch.Tensor:
         """Features [levels, batch, D]: level 0 the clean input, level a the a-th iterate of one PGD run."""
         gen = torch.Generator(device=x.device).manual_seed(seed)
+        if self.pixel_range is not None:  # level 0 is clipped like every level: the reference and the ball's centre
+            x = x.clamp(*self.pixel_range)
         with torch.no_grad(), autocast(x.device, dtype):
             f0 = encoder(x).float()
         start = project(x + self.offset * (2 * torch.rand(x.shape, generator=gen, device=x.device) - 1), x,

@@ -3,7 +3,7 @@ with a child per tested pair.
 
 Folder: ``comparison.json`` (every number), ``matrices/*.csv`` (distance, CKA, mutual k-NN, MDS coordinates),
 ``pairs/<ref>_vs_<other>.csv`` (per datum: statistic and p-value), ``plots/`` (heatmaps, the labelled MDS map,
-one p-value histogram per pair). MLflow: the parent gets the matrices as tables, the plots and the files; each
+one p-value histogram per pair and, on a dataset, a grid of each pair's most-changed inputs). MLflow: the parent gets the matrices as tables, the plots and the files; each
 child gets its pair's metrics, histogram and most-changed data.
 """
 
@@ -32,13 +32,16 @@ def summary(comp: Comparison, info: dict) -> dict:
         **{key: getattr(comp, key).tolist() for key in MATRICES},
         "mds": comp.mds.tolist(), "rank_correlation": comp.rank_correlation, "seconds": comp.seconds,
         "tests": [{"reference": t.reference, "other": t.other, "distance": t.distance,
-                   "fraction_rejected": t.fraction_rejected, "statistic_mean": float(t.t.mean()),
+                   "fraction_rejected": t.fraction_rejected, "rejected_by_class": t.rejected_by_class,
+                   "statistic_mean": float(t.t.mean()),
                    "most_changed": t.most_changed, "p_histogram": {"counts": t.hist_counts, "edges": t.hist_edges}}
                   for t in comp.tests],
     }
 
 
-def write_comparison(output_dir: Path, comp: Comparison, info: dict) -> list[Path]:
+def write_comparison(output_dir: Path, comp: Comparison, info: dict, views: dict | None = None) -> list[Path]:
+    """``views``: on labelled inputs, per pair label the most-changed inputs (pixels [k, C, H, W] in [0, 1],
+    captions), drawn as an image grid."""
     out = Path(output_dir)
     files = [write_json_atomic(out / "comparison.json", summary(comp, info))]
     for key in MATRICES:
@@ -55,7 +58,25 @@ def write_comparison(output_dir: Path, comp: Comparison, info: dict) -> list[Pat
     files.append(_mds_plot(comp, out / "plots" / "manifold_of_models.png"))
     for test in comp.tests:
         files.append(_histogram(test, out / "plots" / f"p_values_{pair_label(test)}.png"))
+    for label, (pixels, captions) in (views or {}).items():
+        files.append(_image_grid(pixels, captions, f"most changed: {label.replace('_vs_', ' vs ')}",
+                                 out / "plots" / f"most_changed_{label}.png"))
     return files
+
+
+def _image_grid(pixels: np.ndarray, captions: list[str], title: str, path: Path, columns: int = 5) -> Path:
+    """The actual inputs, each captioned (index in the split, label, p-value): what the test says moved."""
+    rows = max(1, -(-len(pixels) // columns))
+    with figure(path, (1.7 * columns, 1.9 * rows + 0.5)) as (fig, ax):
+        ax.remove()
+        for i, (img, caption) in enumerate(zip(pixels, captions)):
+            sub = fig.add_subplot(rows, columns, i + 1)
+            img = np.clip(img, 0, 1)
+            sub.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            sub.set_title(caption, fontsize=7)
+            sub.axis("off")
+        fig.suptitle(title, fontsize=9)
+    return path
 
 
 def _heatmap(matrix: np.ndarray, names: list[str], title: str, path: Path) -> Path:
@@ -124,8 +145,11 @@ def log_comparison(tracker, parent, comp: Comparison, files: list[Path], output_
                              {**tags, "synbench.kind": "comparison_pair"}, parent_run_id=parent.run_id) as child:
             child.log_metrics({"distance": test.distance, "fraction_rejected": test.fraction_rejected,
                                "statistic_mean": float(test.t.mean()), "cka": float(comp.cka[i, j]),
-                               "mutual_knn": float(comp.mutual_knn[i, j])})
-            mlflow.log_dict({"most_changed": test.most_changed, "p_histogram": {
-                "counts": test.hist_counts, "edges": test.hist_edges}}, "most_changed.json")
+                               "mutual_knn": float(comp.mutual_knn[i, j]),
+                               **{f"rejected/{c}": v for c, v in test.rejected_by_class.items()}})
+            mlflow.log_dict({"most_changed": test.most_changed, "rejected_by_class": test.rejected_by_class,
+                             "p_histogram": {"counts": test.hist_counts, "edges": test.hist_edges}},
+                            "most_changed.json")
             label = pair_label(test)
-            child.log_files([p for p in files if p.stem in (label, f"p_values_{label}")], output_dir)
+            child.log_files([p for p in files if p.stem in (label, f"p_values_{label}", f"most_changed_{label}")],
+                            output_dir)

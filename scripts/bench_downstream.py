@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Throughput of metrics.downstream on MNIST's 70,000 images against the bare forward of the same model.
+
+    python scripts/prepare_mnist.py && python scripts/bench_downstream.py              # test_vit, the CPU default
+    python scripts/bench_downstream.py --model vit_small_patch16_224 --n-points 1024  # on a GPU
+
+Rows, each on the same model, batch size and device: the bare forward (transform + model on resident batches of
+MNIST images), the embedding pass (``embed_dataset``, cache off: reading, transform, forward), the softmax probe
+(penalty search + refit), the end-to-end attack (PGD and the bound's Delta_f at every radius), and the whole job
+(``synbench.app.run`` with ``metrics=[downstream]``: loading and hashing the npz, tuning, embedding, probe,
+attack, MLflow to a throwaway store created before the clock starts). Random-init weights. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from synbench import app, runner  # noqa: E402
+from synbench.config import build, resolve_device  # noqa: E402
+from synbench.data import InputTransform, Split  # noqa: E402
+from synbench.encoders import Precision, autocast, embed_dataset  # noqa: E402
+from synbench.encoders.tune import configure_threads, device_name, tune_encoder  # noqa: E402
+from synbench.metrics import MetricInputs  # noqa: E402
+from synbench.tracking.sweep import tracker_from  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=ROOT / "outputs" / "data" / "mnist.npz")
+    p.add_argument("--model", default="test_vit")
+    p.add_argument("--n-points", type=int, default=256, help="test images attacked per radius")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    if not args.data.is_file():
+        raise SystemExit(f"bench_downstream: error: {args.data} is missing; run python scripts/prepare_mnist.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = [f"model={args.model}"] if (ROOT / "conf/model" / f"{args.model}.yaml").exists() else \
+            ["model=timm", f"model.name={args.model}", "model.pretrained=false"]
+        with initialize_config_dir(config_dir=runner.CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[*model, "dataset=npz", f"dataset.path={args.data}",
+                                               "metrics=[downstream]", f"metrics.downstream.n_points={args.n_points}",
+                                               "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
+                                               f"device={args.device}"])
+        device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
+        configure_threads()
+        data = build(cfg.dataset)
+        encoder = build(cfg.model).to(device)
+        transform = InputTransform.between(data.shape, encoder.input_shape, encoder.value_range)
+        n = sum(data.count(s) for s in Split)
+        plan = tune_encoder(encoder, device, precision, cfg.embed, images=n, largest=max(data.count(s) for s in Split),
+                            cache_dir=cfg.cache.tuning_dir)
+        batch = plan.batch_size
+        rows = []
+
+        x, _ = data.take(Split.train, slice(0, batch), device)  # the bare forward: one resident batch, reused
+        with torch.inference_mode(), autocast(device, precision.autocast_dtype(device)):
+            encoder(transform(x))
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(max(1, n // batch)):
+                encoder(transform(x))
+            sync(device)
+        rows.append(("bare forward (transform + model, resident batch)", batch * max(1, n // batch),
+                     time.perf_counter() - t0))
+
+        t0 = time.perf_counter()
+        feats = embed_dataset(encoder, data, transform, batch, device, precision, plan.channels_last, None, False)
+        sync(device)
+        rows.append(("embedding pass (read, transform, forward)", n, time.perf_counter() - t0))
+
+        metric = build(cfg.metrics.downstream)
+        t0 = time.perf_counter()
+        head = metric.probe.fit(feats.z[Split.train], feats.y[Split.train], data.num_classes, cfg.seed)
+        rows.append((f"softmax probe ({len(metric.probe.penalties)} penalties + refit on {data.count(Split.train)})",
+                     None, time.perf_counter() - t0))
+        inputs = MetricInputs(None, encoder, None, None, cfg.seed, precision, False, feats)
+        t0 = time.perf_counter()
+        metric._attack(inputs, head)
+        sync(device)
+        attacked = args.n_points * sum(1 for e in metric.attack.eps if e > 0)
+        rows.append((f"attack: {args.n_points} images x {len(metric.attack.eps)} radii (PGD + Delta_f)", attacked,
+                     time.perf_counter() - t0))
+
+        tracker_from(cfg).connect()  # the store's migration is not part of a job
+        t0 = time.perf_counter()
+        summary = app.run(cfg, Path(tmp) / "job")
+        rows.append(("whole job (app.run, metrics=[downstream])", n, time.perf_counter() - t0))
+
+    bare = rows[0][1] / rows[0][2]
+    print(f"\nmetrics.downstream on {args.data.name} ({n:,} images {list(data.shape)} -> {list(encoder.input_shape)}), "
+          f"model {args.model} (random init), batch {batch}, {device_name(device)}, torch {torch.__version__}\n")
+    print("| step | images | seconds | images/s | vs bare forward |")
+    print("|---|---:|---:|---:|---:|")
+    for label, count, seconds in rows:
+        rate = count / seconds if count else None
+        print(f"| {label} | {count if count is not None else ''} | {seconds:.1f} | "
+              f"{f'{rate:,.0f}' if rate else ''} | {f'{rate / bare:.2f}' if rate and 'attack' not in label else ''} |")
+    acc = summary["scalars"]["downstream/accuracy"]
+    print(f"\nwhole job: accuracy {acc:.4f}; the attack row counts attacked images x nonzero radii (each is "
+          f"steps x restarts forward+backward passes, twice)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""What every Hydra app of synbench shares (the job, the comparison): where the config lives, which errors are the
+user's (one line, no traceback), the skip of work a FINISHED run already did, and the guard that says where the
+results are when MLflow fails after they were written. Apps import it; it imports none of them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from synbench.encoders.base import first_line
+from synbench.tracking import TrackingError
+from synbench.tracking.mlflow_run import JobRun
+
+log = logging.getLogger("synbench")
+
+USER_ERRORS = (ValueError, TrackingError)  # bad config, model, checkpoint, data or tracking URI (EncoderError too)
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at the repository root
+
+
+def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
+    """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback when there is
+    one run (in a multirun the error goes on to the launcher, which reports the failed job)."""
+    hc = HydraConfig.get()
+    try:
+        run_app(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        if hc.mode == RunMode.RUN:
+            raise SystemExit(f"{prog}: error: {err}") from None
+        raise
+    except Exception:
+        log.exception("%s failed", what)
+        raise
+
+
+@contextlib.contextmanager
+def results_kept(path: Path):
+    """MLflow failing after the results were written (a server outage, say) fails the run, and says where the
+    results are: the run is left unfinished, so the next run of the same work (resume) computes and logs it."""
+    try:
+        yield
+    except Exception as err:
+        log.error("MLflow logging failed (%s); the results are safe in %s; re-run to log them "
+                  "(resume re-runs every run that did not finish)", first_line(err), path)
+        raise
+
+
+def reuse_finished(done, tracker, config_hash: str, output_dir: Path, what: str = "job") -> dict:
+    """A FINISHED run of the same work exists: skip it, point at it (``resume=false`` re-runs); in a sweep the
+    parent run records which run stands for this one."""
+    run_id = done.info.run_id
+    tracker.record_reuse(config_hash, run_id)
+    url = tracker.run_url(JobRun(run_id, done.info.experiment_id))
+    log.info("skipping the %s: run %s with config hash %s is FINISHED (%s); resume=false re-runs it",
+             what, run_id, config_hash, url)
+    print(f"\nSynBench {what} skipped: already FINISHED as run {run_id} ({url}); resume=false re-runs it", flush=True)
+    return {"config_hash": config_hash, "reused_run_id": run_id, "run_url": url, "output_dir": str(output_dir),
+            "scalars": dict(done.data.metrics)}

@@ -1,0 +1,233 @@
+"""metrics.downstream in real jobs on a real-format dataset written here: the probe against scikit-learn on the
+same features, the attack's invariants (robust <= clean, falling with the radius), the bound above the
+attack's loss, the cache keyed by content, what is logged, and bad input stopped before any run."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from synbench import app
+from synbench.config import build, resolve_device
+from synbench.data import InputTransform, Split
+from synbench.encoders import Precision, embed_dataset
+from synbench.probes.softmax import SoftmaxProbe
+
+pytestmark = pytest.mark.slow
+EPS = [0.0, 0.05, 0.1, 0.3]
+TINY = ["model=custom", "model.module._target_=tests.nets.TinyCNN", "model.input_shape=[1,12,12]"]
+
+
+@pytest.fixture(scope="module")
+def shapes_npz(tmp_path_factory):
+    """Three classes of 12 x 12 grey images: a bright bar at a class-specific row band, plus noise."""
+    rng = np.random.default_rng(0)
+    n = 180
+    y = np.arange(n) % 3
+    x = rng.normal(0.3, 0.12, (n, 12, 12))
+    for i, c in enumerate(y):
+        x[i, 4 * c:4 * c + 4] += 0.45
+    path = tmp_path_factory.mktemp("data") / "bars.npz"
+    np.savez(path, x=np.clip(x, 0, 1).astype(np.float32), y=y)
+    return path
+
+
+def job(cfg_factory, path, *over):
+    """The tiny job on the npz; an override of a key given here replaces it (``~dataset`` drops the data)."""
+    base = [*TINY, "dataset=npz", f"dataset.path={path}", "metrics=[downstream]",
+            f"attack.eps=[{','.join(map(str, EPS))}]", "attack.steps=8", "attack.batch_size=64",
+            "metrics.downstream.n_points=null"]
+    keys = {o.lstrip("~").split("=")[0] for o in over}
+    kept = [b for b in base if not any(b.split("=")[0] == k or b.startswith(k + ".") for k in keys)]
+    return cfg_factory(*kept, *[o for o in over if not o.startswith("~")])
+
+
+def test_downstream_job_invariants_logging_and_cache(cfg_factory, shapes_npz, tmp_path):
+    cfg = job(cfg_factory, shapes_npz, "tracking.experiment=downstream")
+    first = app.run(cfg, tmp_path / "a")
+    s = first["scalars"]
+    assert first["images_embedded"] == 180  # the dataset only: no metric read the mixture
+    assert s["downstream/n_attacked"] == s["downstream/n_test"] == 36
+    assert s["downstream/clean_accuracy_attacked"] == s["downstream/accuracy"]  # every test image attacked
+    assert s["downstream/accuracy"] > 0.6  # the bars are visible through a random CNN
+    robust = [s[f"downstream/robust_accuracy/eps_{e:g}"] for e in EPS]
+    assert robust[0] == s["downstream/accuracy"]
+    assert all(b <= a for a, b in zip(robust, robust[1:])) and robust[-1] < robust[0]  # falls with the radius
+    for e in EPS:
+        k = f"eps_{e:g}"
+        assert s[f"downstream/bound/{k}"] >= s[f"downstream/adv_loss/{k}"] - 1e-9  # the bound holds
+        assert s[f"downstream/bound_spectral/{k}"] >= s[f"downstream/bound/{k}"] - 1e-9
+        assert s[f"downstream/criterion/{k}"] <= s[f"downstream/robust_accuracy/{k}"]  # certified => robust
+    assert s["downstream/bound/eps_0"] == pytest.approx(s["downstream/clean_loss"])
+
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(first["run_id"])
+    assert run.data.metrics["downstream/accuracy"] == s["downstream/accuracy"]
+    assert run.data.tags["synbench.dataset"] == "bars"
+    assert run.data.params["dataset.transform.resize"] == "as is"
+    assert run.data.params["dataset.digest"] == first["dataset"]["digest"]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/downstream_robust_accuracy_vs_eps.png" in logged
+
+    again = app.run(cfg, tmp_path / "b")  # resume=false in the suite: a second run, features from the cache
+    assert again["images_embedded"] == 0
+    assert again["scalars"] == s  # the same config and seed: the same numbers
+
+
+def test_probe_accuracy_matches_scikit_learn_on_the_same_features(cfg_factory, shapes_npz):
+    from sklearn.linear_model import LogisticRegression
+
+    cfg = job(cfg_factory, shapes_npz)
+    data = build(cfg.dataset)
+    encoder = build(cfg.model)
+    t = InputTransform.between(data.shape, encoder.input_shape, encoder.value_range)
+    feats = embed_dataset(encoder, data, t, 64, resolve_device("cpu"), Precision.fp32, progress=False)
+    probe = build(cfg.metrics.downstream.probe)
+    assert isinstance(probe, SoftmaxProbe)
+    z, y = feats.z[Split.train].double().numpy(), feats.y[Split.train].numpy()
+    zt, yt = feats.z[Split.test].double().numpy(), feats.y[Split.test].numpy()
+    for penalty in (1e-3, 1e-1):  # a fixed penalty: the objectives are the same
+        head = type(probe)([penalty], 0.2, 500).fit(feats.z[Split.train], feats.y[Split.train], 3, 0)
+        mu, sd = z.mean(0), z.std(0)
+        sd[sd == 0] = 1
+        sk = LogisticRegression(C=1 / (penalty * len(y)), tol=1e-10, max_iter=10000).fit((z - mu) / sd, y)
+        ours = head.accuracy(feats.z[Split.test], feats.y[Split.test])
+        theirs = float((sk.predict((zt - mu) / sd) == yt).mean())
+        assert abs(ours - theirs) <= 0.005
+
+
+def test_an_rgb_image_folder_through_a_timm_model(cfg_factory, tmp_path):
+    """Grey 20 x 20 PNGs into test_vit (3 x 160 x 160): resized and repeated by the documented transform."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(10):
+            a = rng.integers(0, 120, (20, 20)).astype(np.uint8) + (100 if c else 0)
+            Image.fromarray(a.astype(np.uint8), "L").save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    cfg = cfg_factory("dataset=image_folder", f"dataset.path={tmp_path / 'imgs'}", "metrics=[downstream]",
+                      "attack.eps=[0,0.1]", "attack.steps=2", "metrics.downstream.n_points=4",
+                      "dataset.test_fraction=0.25")
+    s = app.run(cfg, tmp_path / "job")
+    assert s["dataset"]["transform"] == {"channels": "grey -> 3 (repeat)", "resize": "20x20 -> 160x160 (bilinear, "
+                                         "antialias)", "value_range": "[0, 1] -> [0, 1]"}
+    assert 0 <= s["scalars"]["downstream/accuracy"] <= 1 and s["scalars"]["downstream/n_test"] == 5
+
+
+@pytest.mark.parametrize("over, needle", [
+    (["~dataset"], r"metrics downstream need a labelled dataset: add dataset="),
+    (["model.module._target_=tests.nets.Audio", "model.input_shape=[1,64]"],
+     r"dataset images \[1, 12, 12\] \(C x H x W\) cannot be brought to the input of model 'tests\.nets\.Audio'"),
+    (["dataset.path=/nonexistent/bars.npz"], r"dataset\.path='/nonexistent/bars\.npz' does not exist"),
+    (["metrics.downstream.probe.penalties=[]"], r"probe\.penalties=\[\] must be a non-empty list"),
+])
+def test_bad_input_stops_the_job_before_any_run(cfg_factory, shapes_npz, tmp_path, over, needle):
+    cfg = job(cfg_factory, shapes_npz, "tracking.experiment=bad-downstream", *over)
+    with pytest.raises(ValueError, match=needle) as err:
+        app.run(cfg, tmp_path / "job")
+    assert "\n" not in str(err.value)
+    client = MlflowClient(cfg.tracking.uri)
+    exp = client.get_experiment_by_name("bad-downstream")
+    assert exp is None or not client.search_runs([exp.experiment_id])
+    assert not (tmp_path / "job" / "results.json").exists()
+
+
+def test_a_dataset_no_metric_reads_is_not_loaded(cfg_factory, shapes_npz, tmp_path, caplog):
+    cfg = job(cfg_factory, shapes_npz, "metrics=[synbench]", "dataset.path=/nonexistent/bars.npz")
+    s = app.run(cfg, tmp_path / "job")  # the missing file is never opened
+    assert "dataset" not in s and "synbench/score" in s["scalars"]
+    assert not any(k.startswith("downstream/") for k in s["scalars"])
+    assert "dataset=bars is set but no metric reads it: it is not loaded" in caplog.text
+
+
+def test_a_sweep_logs_label_free_scores_beside_the_truth(cfg_factory, shapes_npz, tmp_path):
+    """One run per model holds both: every label-free metric on the mixture and downstream/* on the data."""
+    cfg = job(cfg_factory, shapes_npz, "metrics=[synbench,spectrum,downstream]", "metrics.spectrum.scale=2.5",
+              "attack.eps=[0,0.1]")
+    s = app.run(cfg, tmp_path / "job")["scalars"]
+    assert math.isfinite(s["synbench/score"]) and math.isfinite(s["spectrum/rankme"])
+    assert 0 <= s["downstream/accuracy"] <= 1 and "downstream/robust_accuracy/eps_0.1" in s
+    assert torch.isfinite(torch.tensor(s["downstream/bound/eps_0.1"]))
+
+
+def test_the_report_correlates_a_real_sweep_with_its_truth(cfg_factory, shapes_npz, tmp_path, monkeypatch):
+    """Three models (random CNNs of three widths) in one sweep: the report reads the label-free scores and the
+    truth the jobs logged and correlates them; its numbers equal scipy's on the runs' own values."""
+    import csv
+
+    from scipy import stats
+
+    from synbench import report
+    from synbench.tracking.mlflow_run import PARENT_ENV
+    from synbench.tracking.sweep import tracker_from
+
+    cfg = job(cfg_factory, shapes_npz, "tracking.experiment=truth")
+    client = MlflowClient(cfg.tracking.uri)
+    parent = client.create_run(tracker_from(cfg).connect(), tags={"synbench.kind": "sweep"}).info.run_id
+    monkeypatch.setenv(PARENT_ENV, parent)
+    got = {}
+    for width in (4, 16, 64):
+        s = app.run(job(cfg_factory, shapes_npz, "tracking.experiment=truth", f"model.name=cnn{width}",
+                        f"+model.module.width={width}", "metrics=[spectrum,downstream]", "metrics.spectrum.scale=2.5",
+                        "attack.eps=[0,0.05]"), tmp_path / f"w{width}")["scalars"]
+        got[f"cnn{width}"] = (s["spectrum/rankme"], s["downstream/robust_accuracy/eps_0.05"])
+    monkeypatch.delenv(PARENT_ENV)
+    client.set_terminated(parent)
+    assert report.main(["--parent", parent, "--tracking-uri", cfg.tracking.uri, "--out", str(tmp_path / "r"),
+                        "--bootstrap", "50"]) == 0
+    rows = list(csv.DictReader((tmp_path / "r" / parent / "correlations.csv").open()))
+    [row] = [r for r in rows if r["metric"] == "spectrum/rankme"
+             and r["truth"] == "bars: downstream/robust_accuracy/eps_0.05"]
+    x, y = zip(*(got[m] for m in sorted(got)))
+    assert len(set(y)) > 1  # the widths differ in robustness: a correlation exists
+    assert row["models"] == "3"
+    assert float(row["kendall"]) == pytest.approx(stats.kendalltau(x, y)[0], abs=1e-12)
+    assert float(row["pearson"]) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+    assert (tmp_path / "r" / parent / row["scatter"]).is_file()
+
+
+def test_a_comparison_on_the_dataset_reuses_the_jobs_embeddings(cfg_factory, shapes_npz, store, tmp_path):
+    """compare on a dataset's test split: the downstream job's cache entry serves it, each pair's rejections are
+    split by class (weighted, they give the overall fraction) and its most-changed inputs are an image grid."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from synbench import compare
+    from synbench.runner import CONF_DIR
+
+    app.run(job(cfg_factory, shapes_npz, "model.name=cnn16", "+model.module.width=16", "metrics.downstream.n_points=4",
+                "attack.eps=[0]"), tmp_path / "job")
+    models = []
+    for label, width in (("cnn16", 16), ("cnn5", 5), ("cnn64", 64)):  # cnn5: in no other test's cache
+        models += [f"+model@models.{label}=custom", f"models.{label}.module._target_=tests.nets.TinyCNN",
+                   f"+models.{label}.module.width={width}", f"models.{label}.input_shape=[1,12,12]",
+                   f"models.{label}.name={label}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("compare", overrides=[f"paths.outputs={store}", "~models.vit_a", "~models.vit_b", "~models.cnn",
+                                            *models, "dataset=npz", f"dataset.path={shapes_npz}",
+                                            "compare.n_bootstrap=20", "compare.reference=cnn16", "compare.top_changed=6",
+                                            "progress=false", "resume=false", "tracking.experiment=compare-data"])
+    out = compare.run(cfg, tmp_path / "cmp")
+    assert out["models"]["cnn16"]["images_embedded"] == 0  # the job's test-split entry
+    assert out["models"]["cnn5"]["images_embedded"] == 36 and out["comparison"].n == 36
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    data = build(cfg.dataset)
+    labels = data.y[data.index[Split.test]].numpy()
+    for test in saved["tests"]:
+        by_class = test["rejected_by_class"]
+        assert set(by_class) == {"0", "1", "2"}
+        weights = np.bincount(labels, minlength=3) / len(labels)
+        assert sum(w * by_class[str(c)] for c, w in enumerate(weights)) == pytest.approx(test["fraction_rejected"])
+        label = f"{test['reference']}_vs_{test['other']}"
+        assert (tmp_path / "cmp" / "plots" / f"most_changed_{label}.png").is_file()
+    client = MlflowClient(cfg.tracking.uri)
+    children = client.search_runs([client.get_run(out["run_id"]).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{out['run_id']}'")
+    assert len(children) == 2
+    for child in children:
+        assert {"rejected/0", "rejected/1", "rejected/2"} <= set(child.data.metrics)
+        assert any(a.path.startswith("plots/most_changed_") for a in client.list_artifacts(child.info.run_id, "plots"))
