@@ -25,20 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from synbench import app, runner  # noqa: E402
+from bench_embed import compose_job, sync  # noqa: E402  (scripts/ is this script's own folder)
+from synbench import app  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import InputTransform, Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_dataset  # noqa: E402
 from synbench.encoders.tune import configure_threads, device_name, tune_encoder  # noqa: E402
 from synbench.metrics import MetricInputs  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -53,11 +48,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = [f"model={args.model}"] if (ROOT / "conf/model" / f"{args.model}.yaml").exists() else \
             ["model=timm", f"model.name={args.model}", "model.pretrained=false"]
-        with initialize_config_dir(config_dir=runner.CONF_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[*model, "dataset=npz", f"dataset.path={args.data}",
-                                               "metrics=[downstream]", f"metrics.downstream.n_points={args.n_points}",
-                                               "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
-                                               f"device={args.device}"])
+        cfg = compose_job([*model, "dataset=npz", f"dataset.path={args.data}", "metrics=[downstream]",
+                           f"metrics.downstream.n_points={args.n_points}", "cache.enabled=false", "progress=false",
+                           f"paths.outputs={tmp}", f"device={args.device}"])
         device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
         configure_threads()
         data = build(cfg.dataset)

@@ -127,7 +127,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
             "synbench.models": ",".join(names), **process_tags()}
     params = {**flat_params(cfg), "compare.n": n}
     info = {"config_hash": config_hash, "device": str(device), "models": models, "output_dir": str(output_dir),
-            **({"dataset": {**data.describe(), "split": "test"}} if data is not None
+            **({"dataset": {**data.describe(), "inputs": "the test split"}} if data is not None
                else {"scale": float(cfg.compare.scale)})}
     if data is not None:
         tags["synbench.dataset"] = data.name

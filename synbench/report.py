@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import csv
 import math
-import os
 import re
 import sqlite3
 import sys
@@ -101,11 +100,6 @@ def span(bounds: tuple[float, float]) -> str:
     return f"{'(' if lo == '-inf' else '['}{lo}, {hi}{')' if hi == 'inf' else ']'}"
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def read_downstream(path: Path) -> dict[str, float]:
     """The user's own accuracies (``model,accuracy``); a bad row is refused by its line, never skipped, since a
     silently dropped model changes every correlation."""
@@ -162,27 +156,15 @@ def check_store(uri: str) -> None:
             raise SystemExit(f"{ERROR}{where}: no MLflow store there ({folder.resolve()} is not a folder); {valid}")
 
 
-@contextlib.contextmanager
-def fail_fast(timeout_s: int = 10):
-    """No retries and a short timeout: an unreachable server is one line in seconds, not minutes of backoff."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def connect(uri: str):
     """An MlflowClient on an existing, reachable store (its first call is the check), else one line."""
     check_store(uri)
     from mlflow.tracking import MlflowClient
 
-    with fail_fast():
+    from synbench.encoders.base import first_line
+    from synbench.tracking.mlflow_run import fast_fail
+
+    with fast_fail(10):
         try:
             client = MlflowClient(uri)
             client.search_experiments(max_results=1)

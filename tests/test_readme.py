@@ -62,5 +62,7 @@ def test_the_commands_the_readme_names_exist():
     text = README.read_text()
     for path in ("scripts/run", "scripts/test", "scripts/compare", "scripts/tracking_server", "scripts/bench_embed.py",
                  "scripts/bench_compare.py", "scripts/timm_conformance.py", "conf/hydra/launcher/slurm.yaml",
-                 "conf/experiment/paper_vit_family.yaml", "conf/compare.yaml"):
+                 "conf/experiment/paper_vit_family.yaml", "conf/compare.yaml", "scripts/prepare_mnist.py",
+                 "scripts/train_family.py", "scripts/validity_mnist.py", "scripts/bench_downstream.py",
+                 "conf/experiment/validity_mnist.yaml"):
         assert path in text and (root / path).is_file(), path

@@ -61,10 +61,10 @@ class LabelledDataset:
             yield self.take(split, slice(start, min(start + batch_size, n)), device)
 
     def describe(self) -> dict:
-        """What a run logs about its data (params ``dataset.*``)."""
+        """What a run logs about the data it read (params ``dataset.<key>``, beside the config's own keys)."""
         return {"digest": self.digest, "shape": list(self.shape), "num_classes": self.num_classes,
-                "n_train": self.count(Split.train), "n_test": self.count(Split.test), "split": self.split_source,
-                "classes": " ".join(self.classes)[:500]}
+                "train_images": self.count(Split.train), "test_images": self.count(Split.test),
+                "split": self.split_source, "classes": " ".join(self.classes)[:500]}
 
 
 def labelled(name: str, where: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None,

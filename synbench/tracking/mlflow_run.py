@@ -27,8 +27,9 @@ class TrackingError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _fast_fail(timeout_s: float):
-    """No retries and a short timeout for the reachability check only (jobs keep MLflow's retries)."""
+def fast_fail(timeout_s: float):
+    """No retries and a short timeout for a reachability check (an unreachable server is one line in seconds,
+    not minutes of backoff); jobs keep MLflow's retries for their logging."""
     keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, timeout_s)))}
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
@@ -75,7 +76,7 @@ class MlflowTracker:
         if scheme == "sqlite":
             Path(urlparse(self.uri).path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _fast_fail(self.connect_timeout_s):
+            with fast_fail(self.connect_timeout_s):
                 client = MlflowClient(self.uri)
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
