@@ -64,5 +64,5 @@ def test_the_commands_the_readme_names_exist():
                  "scripts/bench_compare.py", "scripts/timm_conformance.py", "conf/hydra/launcher/slurm.yaml",
                  "conf/experiment/paper_vit_family.yaml", "conf/compare.yaml", "scripts/prepare_mnist.py",
                  "scripts/train_family.py", "scripts/validity_mnist.py", "scripts/bench_downstream.py",
-                 "conf/experiment/validity_mnist.yaml"):
+                 "conf/experiment/validity_mnist.yaml", "scripts/slurm_cluster"):
         assert path in text and (root / path).is_file(), path

@@ -165,9 +165,15 @@ class MlflowTracker:
         return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
 
 
+SLURM_TAGS = {"SLURM_JOB_ID": "synbench.slurm_job_id", "SLURM_ARRAY_JOB_ID": "synbench.slurm_array_job_id",
+              "SLURM_ARRAY_TASK_ID": "synbench.slurm_array_task_id", "SLURM_CLUSTER_NAME": "synbench.slurm_cluster"}
+
+
 def process_tags() -> dict[str, str]:
-    """Who runs a job: what a later run checks to tell a live RUNNING run from one whose process died."""
-    return {"synbench.host": socket.gethostname(), "synbench.pid": str(os.getpid())}
+    """Who runs a job: what a later run checks to tell a live RUNNING run from one whose process died, and
+    under Slurm which job it is (to find it in sacct, or ask the scheduler what became of it)."""
+    return {"synbench.host": socket.gethostname(), "synbench.pid": str(os.getpid()),
+            **{tag: os.environ[var] for var, tag in SLURM_TAGS.items() if os.environ.get(var)}}
 
 
 def _process_gone(tags: dict) -> bool:
