@@ -71,8 +71,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     if data is not None:
         job["dataset"] = {**data.describe(), "transform": transform.describe()}
         tags["synbench.dataset"] = data.name
-        params.update({f"dataset.{k}": v for k, v in data.describe().items()},
-                      **{f"dataset.transform.{k}": v for k, v in transform.describe().items()})
+        params.update(data.params(), **{f"dataset.transform.{k}": v for k, v in transform.describe().items()})
     run_name = cfg.tracking.run_name or _default_run_name(cfg)
     with tracker.job_run(run_name, params, tags) as mlrun:
         # 2. one embedding pass per input, shared by every metric (each from the cache when it holds it)

@@ -18,7 +18,6 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
 from synbench.config import build, flat_params, job_hash, resolve_device
 from synbench.data import InputTransform, LabelledDataset, Split
 from synbench.encoders import Precision, embed_dataset, embed_mixture
@@ -26,6 +25,7 @@ from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
+from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
@@ -131,7 +131,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
                else {"scale": float(cfg.compare.scale)})}
     if data is not None:
         tags["synbench.dataset"] = data.name
-        params.update({f"dataset.{k}": v for k, v in data.describe().items()})
+        params.update(data.params())
     with tracker.job_run(cfg.tracking.run_name or f"compare {', '.join(names)}", params, tags) as parent:
         comp = compare_embeddings(embeddings, settings, cfg.progress)
         views = labelled_views(comp, data, settings.alpha) if data is not None else {}

@@ -60,6 +60,10 @@ class LabelledDataset:
         for start in range(0, n, batch_size):
             yield self.take(split, slice(start, min(start + batch_size, n)), device)
 
+    def params(self) -> dict:
+        """``describe`` as run params: ``dataset.digest``, ``dataset.train_images``, ..."""
+        return {f"dataset.{k}": v for k, v in self.describe().items()}
+
     def describe(self) -> dict:
         """What a run logs about the data it read (params ``dataset.<key>``, beside the config's own keys)."""
         return {"digest": self.digest, "shape": list(self.shape), "num_classes": self.num_classes,
