@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,17 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def sacct_states(conf: dict, job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, env={**os.environ, **conf}, check=True).stdout
-    return dict(line.split("|", 1) for line in out.strip().splitlines())
+def sacct_states(conf: dict, job_ids: list[str], timeout: float = 60) -> dict[str, str]:
+    """Slurm's final state of each job: a job whose run is FINISHED may still be exiting (submitit returns when
+    the result file is written), so wait until no job is PENDING, RUNNING or COMPLETING."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, env={**os.environ, **conf}, check=True).stdout
+        states = dict(line.split("|", 1) for line in out.strip().splitlines())
+        if not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()) or time.time() > deadline:
+            return states
+        time.sleep(1)
 
 
 def test_a_slurm_sweep_through_sbatch_into_the_team_server(cluster, server, tmp_path):
