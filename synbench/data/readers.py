@@ -53,20 +53,7 @@ def read_image_folder(name: str, path: str, test_fraction: float, split_seed: in
     images = [_read_image(f, where) for part in files for _, f in part]
     if not images:
         raise ValueError(f"{where}: the class folders hold no images")
-    colour = any(im.shape[0] == 3 for im in images)
-    images = [np.repeat(im, 3, 0) if colour and im.shape[0] == 1 else im for im in images]
-    sizes = {im.shape[1:] for im in images}
-    if image_size is not None:
-        side = int(image_size)
-        if side <= 0:
-            raise ValueError(f"dataset.image_size={image_size!r} must be a positive integer or null")
-        x = np.stack([im if im.shape[1:] == (side, side) else _resize_u8(im, side) for im in images])
-    elif len(sizes) > 1:
-        a, b = sorted(sizes)[:2]
-        raise ValueError(f"{where}: images differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); set "
-                         f"dataset.image_size=N to resize each to N x N on load")
-    else:
-        x = np.stack(images)
+    x = _stack(images, image_size, where)
     y = np.array([classes.index(c) for part in files for c, _ in part])
     is_test = np.array([i == 1 for i, part in enumerate(files) for _ in part]) if len(parts) == 2 else None
     return labelled(name, where, x, y, classes=classes, is_test=is_test,
@@ -78,17 +65,38 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, where: str) -> np.ndarray:
-    """[C, H, W] uint8: grey modes as one channel, everything else as RGB."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L") if im.mode in ("1", "L", "LA", "I", "I;16", "F") else im.convert("RGB")
-            a = np.asarray(im)
+            return _chw(im)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{where}: cannot read {path.parent.name}/{path.name} as an image "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def _chw(im) -> np.ndarray:
+    """A PIL image as [C, H, W] uint8: grey modes as one channel, everything else as RGB (alpha dropped)."""
+    a = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA", "I", "I;16", "F") else im.convert("RGB"))
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _stack(images: list[np.ndarray], image_size: int | None, where: str) -> np.ndarray:
+    """[N, C, H, W] of images read one by one: grey ones repeated to RGB where any is colour; with
+    ``image_size`` each resized to a square of that side, else all must share one size."""
+    colour = any(im.shape[0] == 3 for im in images)
+    images = [np.repeat(im, 3, 0) if colour and im.shape[0] == 1 else im for im in images]
+    if image_size is not None:
+        side = int(image_size)
+        if side <= 0:
+            raise ValueError(f"dataset.image_size={image_size!r} must be a positive integer or null")
+        return np.stack([im if im.shape[1:] == (side, side) else _resize_u8(im, side) for im in images])
+    sizes = {im.shape[1:] for im in images}
+    if len(sizes) > 1:
+        a, b = sorted(sizes)[:2]
+        raise ValueError(f"{where}: images differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); set "
+                         f"dataset.image_size=N to resize each to N x N on load")
+    return np.stack(images)
 
 
 def _resize_u8(im: np.ndarray, side: int) -> np.ndarray:
@@ -217,13 +225,7 @@ def read_hf(name: str, path: str, test_fraction: float, split_seed: int, n_train
             images.append(_hf_image(row[image_key], where))
             labels.append(row[label_key])
             is_test.append(i == 1)
-    colour = any(im.shape[0] == 3 for im in images)
-    images = [np.repeat(im, 3, 0) if colour and im.shape[0] == 1 else im for im in images]
-    if len({im.shape for im in images}) > 1:
-        if image_size is None:
-            raise ValueError(f"{where}: images differ in size; set dataset.image_size=N to resize each to N x N")
-        images = [_resize_u8(im, int(image_size)) for im in images]
-    return labelled(name, where, np.stack(images), np.asarray(labels), classes=classes,
+    return labelled(name, where, _stack(images, image_size, where), np.asarray(labels), classes=classes,
                     is_test=np.array(is_test) if len(parts) == 2 else None,
                     **_common(test_fraction, split_seed, n_train, n_test))
 
@@ -233,7 +235,7 @@ def _hf_image(value, where: str) -> np.ndarray:
     from PIL import Image
 
     if isinstance(value, Image.Image):
-        value = value.convert("L") if value.mode in ("1", "L", "LA", "I", "I;16", "F") else value.convert("RGB")
+        return _chw(value)
     a = np.asarray(value)
     if a.dtype != np.uint8:
         raise ValueError(f"{where}: images of dtype {a.dtype}; the hf reader takes 8-bit images (PIL or uint8 arrays)")

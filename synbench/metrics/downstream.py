@@ -77,7 +77,7 @@ class Downstream:
         feats = inputs.labelled
         data = feats.data
         head = self.probe.fit(feats.z[Split.train], feats.y[Split.train], data.num_classes, inputs.seed)
-        res = MetricResult(self.name, headline=("accuracy",))
+        res = MetricResult(self.name)
         res.scalars.update(accuracy=head.accuracy(feats.z[Split.test], feats.y[Split.test]),
                            train_accuracy=head.accuracy(feats.z[Split.train], feats.y[Split.train]),
                            val_accuracy=head.val_accuracy[head.penalty], penalty=head.penalty,
