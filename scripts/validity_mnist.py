@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Do the label-free scores predict downstream performance? The whole study on the MNIST family, offline:
 
-    python scripts/validity_mnist.py            # ~the README's table: 9 encoders, every score, MNIST + Fashion-MNIST
+    python scripts/validity_mnist.py            # ~the table of docs/validity.md (9 encoders, MNIST + Fashion-MNIST)
     python scripts/validity_mnist.py --quick    # the CI version: 3 encoders, small n, the same code path
 
 Steps, each a command a user could type (printed, then run), timed:

@@ -117,7 +117,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     tracker.connect()
     config_hash = job_hash(cfg)
     if cfg.resume:
-        done = tracker.finished_run(config_hash, kind="comparison")
+        done = tracker.finished_run(config_hash, kinds=("comparison",))
         if done is not None:
             return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()

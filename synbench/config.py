@@ -223,6 +223,8 @@ class TrackingConf:
     artifact_location: Optional[str] = None  # used when the experiment is created
     run_name: Optional[str] = None  # default: model name + overrides
     connect_timeout_s: float = MISSING
+    heartbeat_s: float = MISSING  # a RUNNING job rewrites its heartbeat tag this often (0: none)
+    stale_after_s: float = MISSING  # a RUNNING run with an older heartbeat is dead, from any host
 
 
 @dataclass

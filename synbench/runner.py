@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +22,10 @@ log = logging.getLogger("synbench")
 USER_ERRORS = (ValueError, TrackingError)  # bad config, model, checkpoint, data or tracking URI (EncoderError too)
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/ sits at the repository root
+# Hydra loads launchers only from the `hydra_plugins` namespace package; synbench's (the Slurm launcher) is there
+PLUGINS_ROOT = str(Path(__file__).resolve().parent / "_hydra")
+if PLUGINS_ROOT not in sys.path:
+    sys.path.append(PLUGINS_ROOT)
 
 
 def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:

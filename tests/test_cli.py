@@ -51,8 +51,9 @@ def test_bad_input_is_one_line_and_no_run(tmp_path):
 
 
 def readme_example(marker: str) -> str:
-    """The fenced block right after ``<!-- custom-example:<marker> -->`` in the README, as written."""
-    text = (ROOT / "README.md").read_text()
+    """The fenced block right after ``<!-- custom-example:<marker> -->`` in docs/encoders.md ("Your own model"),
+    as written."""
+    text = (ROOT / "docs" / "encoders.md").read_text()
     after = text.split(f"<!-- custom-example:{marker} -->", 1)[1]
     return after.split("```", 2)[1].split("\n", 1)[1]
 

@@ -95,10 +95,10 @@ def test_bad_input_is_one_line_before_any_run(store, tmp_path, overrides, messag
 
 
 def test_the_readme_command_runs(tmp_path):
-    """``./scripts/compare`` and ``python -m synbench.compare`` as the README shows them (a smaller mixture and
+    """``./scripts/compare`` and ``python -m synbench.compare`` as docs/comparing.md shows them (a smaller mixture and
     fewer bootstraps)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    script = Path(__file__).resolve().parent.parent / "scripts" / "compare"  # the README's ./scripts/compare
+    script = Path(__file__).resolve().parent.parent / "scripts" / "compare"  # docs/comparing.md's ./scripts/compare
     proc = subprocess.run([str(script), f"paths.outputs={tmp_path}", *SMALL, "compare.reference=vit_a"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -114,7 +114,12 @@ def test_slurm_launcher_is_submitit_with_the_projects_defaults():
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                                            "hydra.launcher.timeout_min=30"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.synbench_launcher.SlurmLauncher"  # the plugin's, extended
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+    from hydra_plugins.synbench_launcher import SlurmLauncher as Ours
+    assert issubclass(Ours, SlurmLauncher)
+    assert Plugins.instance().class_name_to_class[launcher._target_] is Ours  # Hydra's plugin scan finds it
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 30, 1)
 
 

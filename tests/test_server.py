@@ -1,5 +1,5 @@
 """Many writers on a real tracking server: PostgreSQL and ``mlflow server`` on loopback, started by
-``scripts/tracking_server`` as the README shows; parallel sweeps log through it, and an outage mid-sweep loses
+``scripts/tracking_server`` as docs/slurm.md shows; parallel sweeps log through it, and an outage mid-sweep loses
 nothing that a re-run cannot complete. Also a real sweep through Hydra's submitit launcher (Slurm's local twin).
 
 Needs PostgreSQL's server binaries (Debian: ``apt-get install postgresql``); ``.ci/run`` installs them. Outside
@@ -195,7 +195,7 @@ def test_submitit_local_sweep(tmp_path):
 
 
 def test_the_printed_ui_command_serves_the_runs(tmp_path):
-    """The `mlflow ui` command a job prints (README, "Reading results in the MLflow UI") opens the store."""
+    """The `mlflow ui` command a job prints (docs/mlflow-ui.md) opens the store."""
     from synbench.tracking.mlflow_run import MlflowTracker, ui_command
 
     uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"

@@ -1,6 +1,10 @@
 """Sweeps on a real one-node Slurm cluster (``scripts/slurm_cluster``: munge, MariaDB, slurmdbd, slurmctld,
 slurmd) through ``hydra/launcher=slurm``: every job goes through sbatch, logs into the PostgreSQL-backed MLflow
-server of ``scripts/tracking_server`` and carries its Slurm job id; the report reads the sweep back.
+server of ``scripts/tracking_server`` and carries its Slurm job id; the report reads the sweep back. Then the
+faults clusters have, staged for real: ``scancel`` mid-run and a job past its time limit. After each, no run
+is left RUNNING, the dead job's run is KILLED with Slurm's state, the launcher ends with one line, and a
+re-run of the sweep runs only what is missing. Also: a dead job's run recognised from another host by its
+heartbeat.
 
 Needs root and Debian's Slurm packages (``scripts/slurm_cluster start`` installs them where apt can); in CI
 (``CI=1``) their absence fails these tests, elsewhere they skip and say why. Every daemon started here is
@@ -9,6 +13,7 @@ stopped by its recorded PID, whatever the outcome."""
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,3 +85,162 @@ def test_a_slurm_sweep_through_sbatch_into_the_team_server(cluster, server, tmp_
     assert report.main(["--parent", parent, "--tracking-uri", server.uri, "--out", str(tmp_path / "report"),
                         "--bootstrap", "50"]) == 0
     assert (tmp_path / "report" / parent / "report.csv").is_file()
+
+
+# --- faults -------------------------------------------------------------------------------------------------
+# the default job (test_vit, the reduced mixture): long enough in its run to be hit mid-run (seconds), short
+# enough to re-run; `heavy` is a job that outlives the time limit of one minute
+HEAVY = ["mixture.n_train=2048", "mixture.n_test=2048"]
+QUIET = ["progress=false", "tracking.heartbeat_s=2", "tracking.stale_after_s=30"]
+
+
+def slurm_sweep(outputs: Path, server, experiment: str, *overrides: str, conf: dict, launcher=ON_TEST_NODE):
+    cmd = [sys.executable, "-m", "synbench", "--multirun", f"paths.outputs={outputs}", *launcher, *QUIET,
+           "tracking=server", f"tracking.uri={server.uri}", f"tracking.experiment={experiment}", *overrides]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **conf})
+
+
+def wait_until(what: str, check, timeout: float = 240, every: float = 0.25):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running(client, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return exp and client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
+                                                           "tags.`synbench.kind` = 'job'") or []
+
+
+def all_runs(client, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def one_line_failure(proc, timeout=900) -> str:
+    """The launcher's end after a fault: exit status 1 and one line (no traceback) naming the failed jobs."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 1, (out[-2000:], err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("synbench: error: ") and "re-run the same command" in last, last
+    return last
+
+
+def scontrol(conf: dict, *args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True,
+                          env={**os.environ, **conf}).stdout
+
+
+def test_a_cancelled_job_is_killed_with_its_state_and_a_resume_runs_only_it(cluster, server, tmp_path):
+    client = MlflowClient(server.uri)
+    proc = slurm_sweep(tmp_path / "first", server, "cancel", "seed=0,1,2", conf=cluster)
+    [victim] = wait_until("a job run RUNNING", lambda: running(client, "cancel")[:1])
+    job = slurm_name(victim)
+    subprocess.run(["scancel", job], check=True, env={**os.environ, **cluster})
+    last = one_line_failure(proc)
+    assert "1 of 3 jobs did not finish" in last and f"Slurm job {job}): Slurm state CANCELLED" in last
+    runs = all_runs(client, "cancel")
+    assert not [r for r in runs if r.info.status == "RUNNING"]  # nothing left RUNNING, the parent included
+    killed = client.get_run(victim.info.run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["synbench.slurm_state"] == "CANCELLED"
+    jobs = [r for r in runs if r.data.tags["synbench.kind"] == "job"]
+    assert sorted(r.info.status for r in jobs) == ["FINISHED", "FINISHED", "KILLED"]
+    [parent] = [r for r in runs if r.data.tags["synbench.kind"] == "sweep"]
+    assert parent.info.status == "FAILED" and parent.data.tags["synbench.jobs"] == "2 FINISHED, 1 KILLED"
+    assert parent.data.tags["synbench.error"].startswith("1 of 3 jobs did not finish")
+
+    resume = slurm_sweep(tmp_path / "second", server, "cancel", "seed=0,1,2", conf=cluster)
+    out, err = resume.communicate(timeout=900)
+    assert resume.returncode == 0, err[-3000:]
+    assert "Slurm sweep of 3 jobs (2 already FINISHED)" in out  # only the cancelled job went to Slurm
+    finished = [r for r in job_runs(client, "cancel") if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["seed"] for r in finished) == ["0", "1", "2"]
+    new_parent = [r for r in all_runs(client, "cancel") if r.data.tags["synbench.kind"] == "sweep"][-1]
+    assert new_parent.info.status == "FINISHED" and new_parent.data.tags["synbench.jobs"] == "1 FINISHED, 2 reused"
+
+
+def test_a_job_past_its_time_limit_is_killed_as_timeout(cluster, server, tmp_path):
+    """A one-minute limit on a job that needs more: Slurm's warning signal (submitit's USR2, sent before the
+    limit) stops the job in its run, which ends KILLED with the state TIMEOUT."""
+    client = MlflowClient(server.uri)
+    launcher = [*ON_TEST_NODE[:-1], "hydra.launcher.timeout_min=1"]
+    proc = slurm_sweep(tmp_path, server, "timeout", *HEAVY, "seed=0", conf=cluster, launcher=launcher)
+    last = one_line_failure(proc)
+    assert "1 of 1 jobs did not finish" in last and "killed by Slurm: TIMEOUT" in last
+    runs = all_runs(client, "timeout")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    [run] = [r for r in runs if r.data.tags["synbench.kind"] == "job"]
+    assert run.info.status == "KILLED" and run.data.tags["synbench.slurm_state"] == "TIMEOUT"
+    [parent] = [r for r in runs if r.data.tags["synbench.kind"] == "sweep"]
+    assert parent.info.status == "FAILED" and parent.data.tags["synbench.jobs"] == "1 KILLED"
+
+
+def slurm_name(run) -> str:
+    tags = run.data.tags
+    return (f"{tags['synbench.slurm_array_job_id']}_{tags['synbench.slurm_array_task_id']}"
+            if "synbench.slurm_array_job_id" in tags else tags["synbench.slurm_job_id"])
+
+
+# A job run on "node-a": its process starts the run the way a job does (its tags, its heartbeat), then waits
+# to be killed; the hostname is the only thing simulated.
+HOST_A = """
+import socket, sys, time
+socket.gethostname = lambda: "node-a"
+from tests.conftest import make_cfg
+from synbench.config import job_hash
+from synbench.tracking.mlflow_run import process_tags
+from synbench.tracking.sweep import tracker_from
+cfg = make_cfg(*sys.argv[1:])
+tags = {"synbench.kind": "job", "synbench.config_hash": job_hash(cfg), **process_tags()}
+with tracker_from(cfg).job_run("on node-a", {}, tags):
+    print("running", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_dead_job_is_recognised_from_another_host_by_its_heartbeat(server, tmp_path):
+    """Two hosts on one server store: a run whose heartbeat is fresh is left alone from the other host; once
+    its process is SIGKILLed and the heartbeat is older than tracking.stale_after_s, the next run of the same
+    job, on the other host, marks it KILLED with the reason and runs the job."""
+    from synbench.config import job_hash
+    from synbench.tracking.sweep import tracker_from
+    from tests.conftest import make_cfg
+
+    overrides = [str(tmp_path), "tracking=server", f"tracking.uri={server.uri}", "tracking.experiment=hosts",
+                 "tracking.heartbeat_s=1", "tracking.stale_after_s=4", "resume=true"]
+    host_a = subprocess.Popen([sys.executable, "-c", HOST_A, *overrides], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert host_a.stdout.readline().strip() == "running"
+        client = MlflowClient(server.uri)
+        [run_a] = running(client, "hosts")
+        assert run_a.data.tags["synbench.host"] == "node-a"
+        beat = run_a.data.tags["synbench.heartbeat"]
+        wait_until("a heartbeat", lambda: client.get_run(run_a.info.run_id).data.tags["synbench.heartbeat"] != beat,
+                   timeout=30)
+        cfg = make_cfg(*overrides)
+        tracker = tracker_from(cfg)
+        tracker.connect()
+        assert tracker.finished_run(job_hash(cfg)) is None
+        assert client.get_run(run_a.info.run_id).info.status == "RUNNING"  # alive on node-a: left alone
+    finally:
+        host_a.kill()
+        host_a.wait()
+    time.sleep(5)  # the heartbeat ages past stale_after_s
+    job = subprocess.run([sys.executable, "-m", "synbench", f"paths.outputs={tmp_path}", *overrides[1:], *QUIET[:1],
+                          "mixture.scales=[0.5,1.5,2.5,3.5]", "mixture.n_train=64", "mixture.n_test=64",
+                          "mixture.chunk_size=32", "epsilon.grid=[0.0,0.5]", "embed.batch_size=64"],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert job.returncode == 0, job.stderr[-3000:]
+    dead = client.get_run(run_a.info.run_id)
+    assert dead.info.status == "KILLED"
+    assert "no heartbeat from node-a" in dead.data.tags["synbench.error"], dead.data.tags["synbench.error"]
+    runs = all_runs(client, "hosts")
+    assert [r.info.status for r in runs] == ["KILLED", "FINISHED"]
+    assert runs[1].data.tags["synbench.host"] != "node-a"

@@ -1,6 +1,6 @@
 """Your own ``nn.Module`` as an ``Encoder``: ``model=custom model.module._target_=my_pkg.MyNet``.
 
-The contract (README, "Your own model"):
+The contract (docs/encoders.md, "Your own model"):
 - ``module``: a Hydra node whose ``_target_`` builds an ``nn.Module`` (a class or a function; its other keys
   are its arguments). It is built here under ``model.init_seed``, so a random init is reproducible, and
   put in eval mode.

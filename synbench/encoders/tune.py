@@ -63,10 +63,15 @@ def physical_cores() -> int:
 
 
 def configure_threads() -> int:
-    """Intra-op threads: the user's ``OMP_NUM_THREADS`` (torch reads it) when set, else the physical cores
-    (hyperthreads only contend for the same units in dense kernels)."""
+    """Intra-op threads: the user's ``OMP_NUM_THREADS`` (torch reads it) when set, else the physical cores this
+    process may use (hyperthreads only contend for the same units in dense kernels): no more than its CPU
+    affinity and, under Slurm, its job's ``cpus_per_task``. Slurm need not pin a job's CPUs, and threads beyond
+    the allocation fight the node's other jobs for the same cores."""
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(physical_cores())
+        allowed = [physical_cores(), len(os.sched_getaffinity(0))]
+        if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+            allowed.append(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        torch.set_num_threads(max(1, min(allowed)))
     return torch.get_num_threads()
 
 

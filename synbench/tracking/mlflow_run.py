@@ -9,16 +9,21 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 from synbench.metrics import MetricResult
+from synbench.tracking import slurm
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "SYNBENCH_PARENT_RUN_ID"  # set by the sweep callback; every job of the sweep nests under it
+HEARTBEAT = "synbench.heartbeat"  # UTC time of a RUNNING job's last sign of life
+SLURM_STATE = "synbench.slurm_state"  # what Slurm said of a job it ended (CANCELLED, TIMEOUT, NODE_FAIL, ...)
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -52,8 +57,13 @@ def ui_command(uri: str) -> str:
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None, connect_timeout_s: float,
-                 run_name: str | None = None):
+                 run_name: str | None = None, heartbeat_s: float = 60, stale_after_s: float = 600):
         self.uri = str(uri)
+        self.heartbeat_s = float(heartbeat_s)
+        self.stale_after_s = float(stale_after_s)
+        if self.heartbeat_s < 0 or not self.stale_after_s > 2 * self.heartbeat_s:
+            raise TrackingError(f"tracking.heartbeat_s={heartbeat_s}, tracking.stale_after_s={stale_after_s}: need "
+                                f"heartbeat_s >= 0 and stale_after_s > 2 x heartbeat_s (a late beat is not a death)")
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.connect_timeout_s = float(connect_timeout_s)
@@ -99,35 +109,54 @@ class MlflowTracker:
     @contextlib.contextmanager
     def job_run(self, run_name: str, params: dict, tags: dict, parent_run_id: str | None = None
                 ) -> Iterator["JobRun"]:
-        """An MLflow run for one job: FINISHED on success; on any error FAILED with the error as a tag. It nests
-        under ``parent_run_id`` (a comparison's pairs), else under the sweep's parent when there is one."""
+        """An MLflow run for one job, nested under ``parent_run_id`` (a comparison's pairs), else under the
+        sweep's parent when there is one. While it runs a heartbeat tag says it lives; it ends FINISHED on
+        success, KILLED when the scheduler or the user stopped it, FAILED on any other error (the error a tag).
+        A run another process has marked KILLED meanwhile (a requeued attempt superseded it) stays KILLED."""
         import mlflow
 
         if self.experiment_id is None:
             self.connect()
         parent = parent_run_id or os.environ.get(PARENT_ENV) or None
-        with mlflow.start_run(run_name=run_name, experiment_id=self.experiment_id, parent_run_id=parent,
-                              nested=parent is not None, tags=tags) as run:
-            job = JobRun(run.info.run_id, run.info.experiment_id)
-            try:
+        run = mlflow.start_run(run_name=run_name, experiment_id=self.experiment_id, parent_run_id=parent,
+                               nested=parent is not None, tags={**tags, HEARTBEAT: _utc_now()})
+        job = JobRun(run.info.run_id, run.info.experiment_id)
+        try:
+            with Heartbeat(self.uri, job.run_id, self.heartbeat_s):
                 job.log_params(params)
                 yield job
-            except BaseException as err:
-                with contextlib.suppress(Exception):
-                    mlflow.set_tag("synbench.error", f"{type(err).__name__}: {err}"[:5000])
-                raise
+        except BaseException as err:
+            stopped = slurm.scheduler_stop(err)  # Slurm's state when the scheduler stopped the job
+            with contextlib.suppress(Exception):
+                mlflow.set_tags({"synbench.error": f"{type(err).__name__}: {err}"[:5000],
+                                 **({SLURM_STATE: stopped} if stopped else {})})
+            with contextlib.suppress(Exception):  # the job's own error is what the caller must see
+                self._end(job.run_id, "KILLED" if stopped or isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+        self._end(job.run_id, "FINISHED")
 
-    def finished_run(self, config_hash: str, kind: str = "job"):
+    def _end(self, run_id: str, status: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        now = MlflowClient(self.uri).get_run(run_id).info.status
+        if now != "RUNNING":  # ended by another process: keep its verdict
+            log.warning("run %s was marked %s by another process (%s); it stays so", run_id, now,
+                        MlflowClient(self.uri).get_run(run_id).data.tags.get("synbench.error", ""))
+            status = now
+        mlflow.end_run(status)
+
+    def finished_run(self, config_hash: str, kinds: tuple[str, ...] = ("job",)):
         """The newest FINISHED run of the job with this ``synbench.config_hash`` (None when there is none),
-        after marking KILLED every RUNNING run of it whose process is gone: a job killed with SIGKILL never
-        ended its run, and nothing may trust it. FAILED and KILLED runs are never reused."""
+        after marking KILLED every RUNNING run of it that can no longer be running (``why_stale``): nothing may
+        trust a run whose job died without ending it. FAILED and KILLED runs are never reused."""
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.uri)
         runs = client.search_runs([self.experiment_id], order_by=["attributes.start_time DESC"],
-                                  filter_string=f"tags.`synbench.config_hash` = '{config_hash}' "
-                                                f"and tags.`synbench.kind` = '{kind}'")
-        self._kill_stale(client, runs, "a later run of the same job")
+                                  filter_string=f"tags.`synbench.config_hash` = '{config_hash}'")
+        runs = [r for r in runs if r.data.tags.get("synbench.kind") in kinds]
+        runs = self._kill_stale(client, runs, "a later run of the same job")
         return next((r for r in runs if r.info.status == "FINISHED"), None)
 
     def kill_stale_sweeps(self) -> None:
@@ -140,16 +169,40 @@ class MlflowTracker:
                                                                        "attributes.status = 'RUNNING'")
         self._kill_stale(client, runs, "the next sweep")
 
-    @staticmethod
-    def _kill_stale(client, runs, finder: str) -> None:
+    def kill_runs_of_slurm_job(self, parent_run_id: str, job: str, attempt: int, state: str) -> int:
+        """Slurm ended ``attempt`` of ``job`` (array task ``<array>_<task>``) in ``state`` without its process
+        ending its run: mark KILLED its runs under the sweep's parent still RUNNING; returns how many."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                                "attributes.status = 'RUNNING'")
+        mine = [r for r in runs if slurm.job_name(r.data.tags) == job
+                and int(r.data.tags.get("synbench.slurm_attempt") or 0) == attempt]
+        for run in mine:
+            self._mark_killed(client, run, f"Slurm ended job {job} (attempt {attempt}) as {state} before its run "
+                                           f"ended; found by the launcher", state)
+        return len(mine)
+
+    def _kill_stale(self, client, runs, finder: str) -> list:
+        """``runs`` as they stand after marking KILLED those that can no longer be running."""
+        out = []
         for run in runs:
-            if run.info.status == "RUNNING" and _process_gone(run.data.tags):
-                tags = run.data.tags
-                client.set_tag(run.info.run_id, "synbench.error",
-                               f"stale: its process {tags['synbench.pid']} on {tags['synbench.host']} is gone "
-                               f"(killed without ending the run); found by {finder}")
-                client.set_terminated(run.info.run_id, status="KILLED")
-                log.warning("marked stale run %s KILLED: its process is gone", run.info.run_id)
+            stale = why_stale(run.data.tags, self.stale_after_s) if run.info.status == "RUNNING" else None
+            if stale:
+                self._mark_killed(client, run, f"stale: {stale[0]}; found by {finder}", stale[1])
+                run = client.get_run(run.info.run_id)
+            out.append(run)
+        return out
+
+    @staticmethod
+    def _mark_killed(client, run, reason: str, slurm_state: str | None) -> None:
+        client.set_tag(run.info.run_id, "synbench.error", reason)
+        if slurm_state:
+            client.set_tag(run.info.run_id, SLURM_STATE, slurm_state)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("marked run %s KILLED: %s", run.info.run_id, reason)
 
     def record_reuse(self, config_hash: str, run_id: str) -> None:
         """In a sweep, the parent run records which earlier run stands for this job."""
@@ -165,29 +218,89 @@ class MlflowTracker:
         return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
 
 
-SLURM_TAGS = {"SLURM_JOB_ID": "synbench.slurm_job_id", "SLURM_ARRAY_JOB_ID": "synbench.slurm_array_job_id",
-              "SLURM_ARRAY_TASK_ID": "synbench.slurm_array_task_id", "SLURM_CLUSTER_NAME": "synbench.slurm_cluster"}
-
-
 def process_tags() -> dict[str, str]:
     """Who runs a job: what a later run checks to tell a live RUNNING run from one whose process died, and
-    under Slurm which job it is (to find it in sacct, or ask the scheduler what became of it)."""
-    return {"synbench.host": socket.gethostname(), "synbench.pid": str(os.getpid()),
-            **{tag: os.environ[var] for var, tag in SLURM_TAGS.items() if os.environ.get(var)}}
+    under Slurm which job and attempt it is (to ask the scheduler what became of it)."""
+    return {"synbench.host": socket.gethostname(), "synbench.pid": str(os.getpid()), **slurm.job_tags()}
 
 
-def _process_gone(tags: dict) -> bool:
-    """A RUNNING run is stale when it was started on this host by a process that no longer exists. Runs of
-    other hosts cannot be checked from here and are left alone (the job is re-run all the same)."""
-    if tags.get("synbench.host") != socket.gethostname() or not tags.get("synbench.pid", "").isdigit():
-        return False
+def why_stale(tags: dict, stale_after_s: float, now: float | None = None,
+              state_of=slurm.attempt_state) -> tuple[str, str | None] | None:
+    """Why a RUNNING run can no longer be running, with Slurm's state of its job when known; None when it may
+    be running. In order: on the host that started it, whether its process exists (no subprocess, the fast
+    path); under Slurm, the state of its job's attempt (sacct, else scontrol), from any host; else its
+    heartbeat, older than ``stale_after_s``."""
+    host, pid = tags.get("synbench.host"), tags.get("synbench.pid", "")
+    job, attempt = slurm.job_name(tags), int(tags.get("synbench.slurm_attempt") or 0)
+    if host == socket.gethostname() and pid.isdigit():
+        if _process_alive(int(pid)):
+            return None
+        state = state_of(job, attempt) if job else None
+        return (f"its process {pid} on {host} is gone"
+                + (f" (Slurm job {job} attempt {attempt}: {state})" if state else ""), state)
+    if job:
+        state = state_of(job, attempt)
+        if state is not None:
+            return None if state in slurm.LIVE else (f"Slurm job {job} attempt {attempt} is {state}", state)
+    beat = tags.get(HEARTBEAT)
+    if beat:
+        age = (time.time() if now is None else now) - _parse_utc(beat)
+        if age > stale_after_s:
+            return (f"no heartbeat from {host} (pid {pid}) for {age:.0f} s, over tracking.stale_after_s="
+                    f"{stale_after_s:g}", None)
+    return None
+
+
+def _process_alive(pid: int) -> bool:
     try:
-        os.kill(int(tags["synbench.pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
         return False
-    return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_utc(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+class Heartbeat:
+    """While a job runs, a daemon thread rewrites its run's heartbeat tag every ``every_s`` seconds: from any
+    host, a RUNNING run whose heartbeat is older than ``tracking.stale_after_s`` is known dead. A failed beat
+    (the server briefly away) is logged once and retried at the next one."""
+
+    def __init__(self, uri: str, run_id: str, every_s: float):
+        self.uri, self.run_id, self.every_s = uri, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="synbench-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        if self.every_s > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client, warned = MlflowClient(self.uri), False
+        while not self._stop.wait(self.every_s):
+            try:
+                client.set_tag(self.run_id, HEARTBEAT, _utc_now())
+            except Exception as err:
+                if not warned:
+                    log.warning("heartbeat of run %s failed (%s); retrying every %g s", self.run_id, err,
+                                self.every_s)
+                    warned = True
 
 
 class JobRun:

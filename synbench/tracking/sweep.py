@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def tracker_from(cfg: DictConfig) -> MlflowTracker:
     t = cfg.tracking
-    return MlflowTracker(t.uri, t.experiment, t.artifact_location, t.connect_timeout_s, t.run_name)
+    return MlflowTracker(t.uri, t.experiment, t.artifact_location, t.connect_timeout_s, t.run_name, t.heartbeat_s,
+                         t.stale_after_s)
 
 
 class MlflowSweepCallback(Callback):
@@ -49,17 +51,12 @@ class MlflowSweepCallback(Callback):
         log.info("MLflow parent run %s for sweep %s", self.parent_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from mlflow.tracking import MlflowClient
+        self._close(None)
 
-        if self.parent_id is None:
-            return
-        client = MlflowClient(self.uri)
-        unfinished = client.search_runs(
-            [client.get_run(self.parent_id).info.experiment_id], max_results=1,
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status != 'FINISHED'")
-        self._close("FAILED" if unfinished else "FINISHED")
-
-    def _close(self, status: str) -> None:
+    def _close(self, status: str | None) -> None:
+        """End the parent: FAILED when it died (``status``) or a job of the sweep has no FINISHED run (an
+        attempt that a requeue superseded is KILLED beside its FINISHED re-run, and the job counts as done);
+        tag ``synbench.jobs`` counts its runs by status. A reason a launcher already gave is kept."""
         from mlflow.tracking import MlflowClient
 
         if self.parent_id is None:
@@ -67,6 +64,20 @@ class MlflowSweepCallback(Callback):
         parent, self.parent_id = self.parent_id, None
         os.environ.pop(PARENT_ENV, None)
         try:
-            MlflowClient(self.uri).set_terminated(parent, status=status)
+            client = MlflowClient(self.uri)
+            run = client.get_run(parent)
+            runs = client.search_runs([run.info.experiment_id], max_results=10000,
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+            jobs = {r.data.tags.get("synbench.config_hash") for r in runs}
+            missing = jobs - {r.data.tags.get("synbench.config_hash") for r in runs if r.info.status == "FINISHED"}
+            status = status or ("FAILED" if missing else "FINISHED")
+            counts = Counter(r.info.status for r in runs)
+            reused = sum(k.startswith("synbench.reused.") for k in run.data.tags)
+            summary = ", ".join([f"{n} {s}" for s, n in sorted(counts.items())] + [f"{reused} reused"] * bool(reused))
+            client.set_tag(parent, "synbench.jobs", summary or "no job ran")
+            if status == "FAILED" and "synbench.error" not in run.data.tags:
+                client.set_tag(parent, "synbench.error", f"{len(missing)} of {len(jobs)} jobs have no FINISHED run "
+                                                         f"({summary})" if missing else "the sweep did not complete")
+            client.set_terminated(parent, status=status)
         except Exception as err:  # closing is best effort: never mask the sweep's own outcome
             log.warning("could not close MLflow parent run %s: %s", parent, err)
