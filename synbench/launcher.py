@@ -5,8 +5,8 @@ finish, with a traceback, leaving the other jobs unwatched and the dead job's ru
 process, which could not end it). This launcher submits only the jobs without a FINISHED run (resume: no queue
 wait for done work); waits for every job; marks KILLED, with Slurm's state, the run of each job Slurm ended
 (cancelled, timed out, node lost); and ends a failed sweep with one line that names each failed job and says
-that re-running the same command runs only those. ``conf/hydra/launcher/slurm.yaml`` selects it, under its registered
-name in ``synbench/_hydra/hydra_plugins/synbench_launcher``.
+that re-running the same command runs only those. ``conf/hydra/launcher/slurm.yaml`` selects it, under its
+registered name in ``synbench/_hydra/hydra_plugins/synbench_launcher``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class SlurmLauncher(PluginSlurmLauncher):
         names = {initial_job_idx + i: " ".join(o for o in filter_overrides(ov) if o not in common) or "the job"
                  for i, ov in enumerate(job_overrides)}
         returns = dict(self._reused(job_overrides, initial_job_idx, sweep_dir))
-        todo = [(initial_job_idx + i, list(ov)) for i, ov in enumerate(job_overrides) if initial_job_idx + i not in returns]
+        todo = [(initial_job_idx + i, list(ov)) for i, ov in enumerate(job_overrides)
+                if initial_job_idx + i not in returns]
         log.info("Slurm sweep of %d jobs (%d already FINISHED), output dir %s", len(job_overrides), len(returns),
                  sweep_dir)
         failed = []
@@ -112,11 +113,11 @@ class SlurmLauncher(PluginSlurmLauncher):
             # how the attempt ended: CANCELLED, TIMEOUT, NODE_FAIL, FAILED, ...
             state = (slurm.attempt_state(job.job_id, attempt) or job.state).split()[0]
             self._kill_runs(job.job_id, attempt, state)
-            if slurm.attempt_state(job.job_id) not in slurm.LIVE:
+            if slurm.attempt_state(job.job_id) not in slurm.WAITING:
                 return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error), \
                     f"Slurm state {state}"
             log.warning("Slurm requeued job %s after %s; waiting for its next attempt", job.job_id, state)
-            while slurm.attempt_state(job.job_id) in slurm.LIVE:  # submitit counts the job as done: watch it here
+            while slurm.attempt_state(job.job_id) in slurm.WAITING:  # submitit counts the job as done: watch it here
                 time.sleep(REQUEUE_POLL_S)
 
     def _kill_runs(self, job_id: str, attempt: int, state: str) -> None:

@@ -43,6 +43,9 @@ def test_another_host_asks_slurm_before_the_heartbeat():
     assert asked == [("5_2", 1)]  # the array task and the run's own attempt
     reason, state = why_stale(tags, 60, NOW, state_of=lambda job, a: "CANCELLED")
     assert state == "CANCELLED" and "5_2" in reason
+    # an attempt a requeue superseded has ended, though the job itself runs again
+    reason, state = why_stale(tags, 60, NOW, state_of=lambda job, a: "REQUEUED")
+    assert state == "REQUEUED" and "attempt 1 is REQUEUED" in reason
     # Slurm unreachable from here: the heartbeat decides
     reason, state = why_stale(tags, 60, NOW, state_of=lambda job, a: None)
     assert "no heartbeat from node-a" in reason and state is None

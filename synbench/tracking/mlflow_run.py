@@ -139,11 +139,11 @@ class MlflowTracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        now = MlflowClient(self.uri).get_run(run_id).info.status
-        if now != "RUNNING":  # ended by another process: keep its verdict
-            log.warning("run %s was marked %s by another process (%s); it stays so", run_id, now,
-                        MlflowClient(self.uri).get_run(run_id).data.tags.get("synbench.error", ""))
-            status = now
+        run = MlflowClient(self.uri).get_run(run_id)
+        if run.info.status != "RUNNING":  # ended by another process: keep its verdict
+            log.warning("run %s was marked %s by another process (%s); it stays so", run_id, run.info.status,
+                        run.data.tags.get("synbench.error", ""))
+            status = run.info.status
         mlflow.end_run(status)
 
     def finished_run(self, config_hash: str, kinds: tuple[str, ...] = ("job",)):

@@ -11,9 +11,12 @@ import subprocess
 ENV_TAGS = {"SLURM_JOB_ID": "synbench.slurm_job_id", "SLURM_ARRAY_JOB_ID": "synbench.slurm_array_job_id",
             "SLURM_ARRAY_TASK_ID": "synbench.slurm_array_task_id", "SLURM_CLUSTER_NAME": "synbench.slurm_cluster",
             "SLURM_RESTART_COUNT": "synbench.slurm_attempt"}  # 0 on the first attempt; +1 per requeue
-# states in which the attempt may still be running or about to (everything else has ended)
+# states in which an attempt may still be running or about to (everything else has ended; an earlier attempt
+# that a requeue superseded reads REQUEUED, and has ended)
 LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT",
-        "STOPPED", "REQUEUE_HOLD", "REQUEUE_FED", "REQUEUED"}
+        "STOPPED", "REQUEUE_HOLD", "REQUEUE_FED"}
+# states of a job's current attempt in which the job is still to run: while Slurm requeues it, it reads REQUEUED
+WAITING = LIVE | {"REQUEUED"}
 
 
 def job_tags() -> dict[str, str]:
