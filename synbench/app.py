@@ -19,7 +19,7 @@ from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
-from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
+from synbench.runner import CONF_DIR, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking import write_local_results
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
@@ -42,10 +42,9 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     tracker = tracker_from(cfg)
     tracker.connect()
     config_hash = job_hash(cfg)
-    if cfg.resume:
-        done = tracker.finished_run(config_hash)
-        if done is not None:
-            return reuse_finished(done, tracker, config_hash, output_dir)
+    done = finished_before(cfg, tracker, config_hash)
+    if done is not None:
+        return reuse_finished(done, tracker, config_hash, output_dir)
     data = build(cfg.dataset) if reads_data else None  # read and checked: one line on bad data
     configure_threads()
     encoder = build(cfg.model).to(device)

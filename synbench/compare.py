@@ -25,7 +25,7 @@ from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
-from synbench.runner import CONF_DIR, results_kept, reuse_finished, run_in_hydra
+from synbench.runner import CONF_DIR, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
@@ -116,10 +116,9 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     tracker = tracker_from(cfg)
     tracker.connect()
     config_hash = job_hash(cfg)
-    if cfg.resume:
-        done = tracker.finished_run(config_hash, kinds=("comparison",))
-        if done is not None:
-            return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
+    done = finished_before(cfg, tracker, config_hash, kinds=("comparison",))
+    if done is not None:
+        return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()
     embeddings, models = embed_models(cfg, device, precision, data)
 

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from synbench.encoders.base import first_line
-from synbench.tracking import TrackingError
+from synbench.tracking import TrackingError, slurm
 from synbench.tracking.mlflow_run import JobRun
 
 log = logging.getLogger("synbench")
@@ -54,6 +54,18 @@ def results_kept(path: Path):
         log.error("MLflow logging failed (%s); the results are safe in %s; re-run to log them "
                   "(resume re-runs every run that did not finish)", first_line(err), path)
         raise
+
+
+def finished_before(cfg: DictConfig, tracker, config_hash: str, kinds: tuple[str, ...] = ("job",)):
+    """The FINISHED run that already did this work, or None. With ``resume`` any; without, still the one an
+    earlier attempt of this same Slurm job made: Slurm requeues a job whose node it lost, and the new attempt
+    starts from scratch, though the first may have finished its run before the node went."""
+    if cfg.resume:
+        return tracker.finished_run(config_hash, kinds)
+    tags = slurm.job_tags()
+    if int(tags.get("synbench.slurm_attempt", "0")) > 0:
+        return tracker.finished_run(config_hash, kinds, slurm_job=slurm.job_name(tags))
+    return None
 
 
 def reuse_finished(done, tracker, config_hash: str, output_dir: Path, what: str = "job") -> dict:

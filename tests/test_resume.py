@@ -85,3 +85,22 @@ def test_a_run_killed_with_sigkill_is_marked_killed_and_the_job_re_run(tmp_path)
     assert after[stale.info.run_id].info.status == "KILLED"
     assert "stale: its process" in after[stale.info.run_id].data.tags["synbench.error"]
     assert sorted(r.info.status for r in after.values()) == ["FINISHED", "KILLED"]
+
+
+def test_a_requeued_slurm_job_reuses_its_earlier_attempt_even_with_resume_false(cfg_factory, tmp_path,
+                                                                                 monkeypatch):
+    """Slurm requeues a job whose node it lost and the next attempt starts from scratch: with resume=false it
+    still must not log a second FINISHED run of the work its own first attempt finished. Another job (a new
+    sweep, another job id) with resume=false re-runs as asked."""
+    cfg = cfg_factory("resume=false", "tracking.experiment=resume-requeue")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    first = app.run(cfg, tmp_path / "a")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job's next attempt
+    again = app.run(cfg, tmp_path / "b")
+    assert again["reused_run_id"] == first["run_id"]
+    monkeypatch.setenv("SLURM_JOB_ID", "78")  # an attempt of another job: resume=false holds
+    other = app.run(cfg, tmp_path / "c")
+    assert "reused_run_id" not in other and other["run_id"] != first["run_id"]
+    finished = [r for r in runs(cfg.tracking.uri, "resume-requeue") if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["synbench.slurm_job_id"] for r in finished) == ["77", "78"]

@@ -12,6 +12,7 @@ stopped by its recorded PID, whatever the outcome."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -179,6 +180,76 @@ def test_a_job_past_its_time_limit_is_killed_as_timeout(cluster, server, tmp_pat
     assert run.info.status == "KILLED" and run.data.tags["synbench.slurm_state"] == "TIMEOUT"
     [parent] = [r for r in runs if r.data.tags["synbench.kind"] == "sweep"]
     assert parent.info.status == "FAILED" and parent.data.tags["synbench.jobs"] == "1 KILLED"
+
+
+def kill_job_processes(job_id: str) -> None:
+    """SIGKILL every process of Slurm job ``job_id`` on this node, as the node's death would: its step daemons
+    (``slurmstepd: [<id>.batch]``, ``[<id>.0]``) and all they started (the batch script, srun, the job's python).
+    A stray srun left behind is not what a dead node leaves, and slurmctld 22.05 was seen to crash on one."""
+    parents, names = {}, {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            names[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    doomed = {pid for pid, cmd in names.items() if cmd.startswith(f"slurmstepd: [{job_id}.")}
+    while True:
+        more = {pid for pid, ppid in parents.items() if ppid in doomed} - doomed
+        if not more:
+            break
+        doomed |= more
+    assert doomed, f"no process of Slurm job {job_id} on this node"
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_lost_node_requeues_the_job_and_leaves_one_finished_run(cluster, server, tmp_path):
+    """The node dies mid-run: slurmd and every process of the job SIGKILLed at once. Once slurmd has been
+    silent past SlurmdTimeout, Slurm marks the node DOWN, the job NODE_FAIL, and requeues it (with a start
+    delay, cut short here). The node comes back (slurmd restarted; ReturnToService=2) and the job's next attempt
+    runs from scratch: the dead attempt's run is KILLED with NODE_FAIL, the new one FINISHED, one FINISHED run
+    for the config hash, and the sweep succeeds (the requeue recovered the job)."""
+    client = MlflowClient(server.uri)
+    env = {**os.environ, **cluster}
+    slurmd_pid = Path(cluster["SLURM_CONF"]).parent.parent / "pids" / "slurmd.pid"
+    proc = slurm_sweep(tmp_path, server, "lost", "seed=0", conf=cluster)
+    try:
+        [victim] = wait_until("a job run RUNNING", lambda: running(client, "lost")[:1])
+        job = slurm_name(victim)
+        os.kill(int(slurmd_pid.read_text()), signal.SIGKILL)
+        kill_job_processes(victim.data.tags["synbench.slurm_job_id"])
+        wait_until("the node DOWN and the job requeued", lambda: "Restarts=1" in scontrol(cluster, "show", "job", job),
+                   timeout=180, every=2)
+    finally:  # the node back, whatever happened: later tests and the cluster's stop need it
+        subprocess.run(["slurmd"], env=env, check=True)
+    wait_until("the node back", lambda: subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True,
+                                                        text=True, env=env).stdout.strip() in {"idle", "mixed"},
+               timeout=120, every=1)
+    time.sleep(3)  # the node's registration settles before the job is released onto it
+    scontrol(cluster, "update", f"JobId={job}", "StartTime=now")  # skip Slurm's requeue delay
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()  # nothing outlives a failed test
+    assert proc.returncode == 0, err[-3000:]
+    states = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "State", "-j", job], capture_output=True,
+                            text=True, env=env, check=True).stdout.split()
+    assert states == ["NODE_FAIL", "COMPLETED"]  # the scheduler saw two attempts, the first on the lost node
+    runs = all_runs(client, "lost")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    jobs = [r for r in runs if r.data.tags["synbench.kind"] == "job"]
+    assert [(r.info.status, r.data.tags["synbench.slurm_attempt"]) for r in jobs] == [("KILLED", "0"),
+                                                                                     ("FINISHED", "1")]
+    dead = client.get_run(victim.info.run_id)
+    assert dead.data.tags["synbench.slurm_state"] == "NODE_FAIL" and "NODE_FAIL" in dead.data.tags["synbench.error"]
+    assert len({r.data.tags["synbench.config_hash"] for r in jobs}) == 1
+    [parent] = [r for r in runs if r.data.tags["synbench.kind"] == "sweep"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["synbench.jobs"] == "1 FINISHED, 1 KILLED"
 
 
 def slurm_name(run) -> str:

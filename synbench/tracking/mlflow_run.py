@@ -146,10 +146,11 @@ class MlflowTracker:
             status = run.info.status
         mlflow.end_run(status)
 
-    def finished_run(self, config_hash: str, kinds: tuple[str, ...] = ("job",)):
+    def finished_run(self, config_hash: str, kinds: tuple[str, ...] = ("job",), slurm_job: str | None = None):
         """The newest FINISHED run of the job with this ``synbench.config_hash`` (None when there is none),
         after marking KILLED every RUNNING run of it that can no longer be running (``why_stale``): nothing may
-        trust a run whose job died without ending it. FAILED and KILLED runs are never reused."""
+        trust a run whose job died without ending it. FAILED and KILLED runs are never reused. ``slurm_job``:
+        only a run made by that Slurm job (an earlier attempt of it)."""
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.uri)
@@ -157,7 +158,8 @@ class MlflowTracker:
                                   filter_string=f"tags.`synbench.config_hash` = '{config_hash}'")
         runs = [r for r in runs if r.data.tags.get("synbench.kind") in kinds]
         runs = self._kill_stale(client, runs, "a later run of the same job")
-        return next((r for r in runs if r.info.status == "FINISHED"), None)
+        return next((r for r in runs if r.info.status == "FINISHED"
+                     and (slurm_job is None or slurm.job_name(r.data.tags) == slurm_job)), None)
 
     def kill_stale_sweeps(self) -> None:
         """Mark KILLED the sweep parents left RUNNING by a launcher process that died (killed, or its tracking
