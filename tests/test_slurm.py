@@ -1,16 +1,18 @@
 """Sweeps on a real one-node Slurm cluster (``scripts/slurm_cluster``: munge, MariaDB, slurmdbd, slurmctld,
-slurmd) through ``hydra/launcher=slurm``: every job goes through sbatch, logs into the PostgreSQL-backed MLflow
-server of ``scripts/tracking_server`` and carries its Slurm job id; the report reads the sweep back. Then the
-faults clusters have, staged for real: ``scancel`` mid-run and a job past its time limit. After each, no run
-is left RUNNING, the dead job's run is KILLED with Slurm's state, the launcher ends with one line, and a
-re-run of the sweep runs only what is missing. Also: a dead job's run recognised from another host by its
-heartbeat.
+slurmd) through ``hydra/launcher=slurm``: docs/slurm.md's sweep (partition, time, memory, gres, array
+parallelism) runs as written there, every job through sbatch into the PostgreSQL-backed MLflow server of
+``scripts/tracking_server`` with its Slurm job id; the report reads the sweep back. Then the faults clusters
+have, staged for real: ``scancel`` mid-run, a job past its time limit, and a lost node (slurmd and the job
+SIGKILLed, the job requeued). After each, no run is left RUNNING, the dead attempt's run is KILLED with Slurm's
+state, and there is one FINISHED run per job once it is re-run (by a resume, or by Slurm's requeue); a failed
+sweep ends with one line. Also: a dead job's run recognised from another host by its heartbeat.
 
 Needs root and Debian's Slurm packages (``scripts/slurm_cluster start`` installs them where apt can); in CI
 (``CI=1``) their absence fails these tests, elsewhere they skip and say why. Every daemon started here is
 stopped by its recorded PID, whatever the outcome."""
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from synbench import report
+from tests.test_readme import bash_commands
 from tests.test_server import check_complete, job_runs, server, sweep  # noqa: F401  (server: a fixture)
 
 pytestmark = pytest.mark.slow
@@ -66,9 +69,18 @@ def sacct_states(conf: dict, job_ids: list[str], timeout: float = 60) -> dict[st
         time.sleep(1)
 
 
+def docs_launcher() -> list[str]:
+    """The launcher settings of docs/slurm.md's sweep on the test cluster (partition, time, memory, gres,
+    array_parallelism), as written there: the docs run as written."""
+    [line] = [cmd for cmd in bash_commands(ROOT / "docs" / "slurm.md") if "hydra.launcher.gres=" in cmd]
+    return [arg for arg in shlex.split(line) if arg.startswith("hydra")]
+
+
 def test_a_slurm_sweep_through_sbatch_into_the_team_server(cluster, server, tmp_path):
-    proc = sweep(tmp_path, *ON_TEST_NODE, "tracking=server", f"tracking.uri={server.uri}",
-                 "tracking.experiment=slurm", "seed=0,1,2", env=cluster)
+    launcher = docs_launcher()
+    assert {"hydra.launcher.gres=gpu:1", "hydra.launcher.array_parallelism=2"} <= set(launcher)
+    proc = sweep(tmp_path, *launcher, "tracking=server", f"tracking.uri={server.uri}", "tracking.experiment=slurm",
+                 "seed=0,1,2", env=cluster)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
     client = MlflowClient(server.uri)
@@ -80,6 +92,11 @@ def test_a_slurm_sweep_through_sbatch_into_the_team_server(cluster, server, tmp_
     arrays = {r.data.tags["synbench.slurm_array_job_id"] for r in runs}
     assert len(arrays) == 1  # one sbatch array for the sweep
     assert set(sacct_states(cluster, ids).values()) == {"COMPLETED"}  # the scheduler agrees
+    tres = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "AllocTRES", "-j", ",".join(ids)], capture_output=True,
+                          text=True, env={**os.environ, **cluster}, check=True).stdout.split()
+    assert len(tres) == 3 and all("gres/gpu=1" in t.split(",") for t in tres), tres  # each job had its GPU
+    [script] = {p.read_text() for p in tmp_path.glob("sweeps/*/*/.submitit/*/*_submission.sh")}
+    assert "#SBATCH --array=0-2%2" in script and "#SBATCH --gres=gpu:1" in script
     check_complete(client, runs)
     [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert client.get_run(parent).info.status == "FINISHED"
@@ -237,9 +254,14 @@ def test_a_lost_node_requeues_the_job_and_leaves_one_finished_run(cluster, serve
     finally:
         proc.kill()  # nothing outlives a failed test
     assert proc.returncode == 0, err[-3000:]
-    states = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "State", "-j", job], capture_output=True,
-                            text=True, env=env, check=True).stdout.split()
-    assert states == ["NODE_FAIL", "COMPLETED"]  # the scheduler saw two attempts, the first on the lost node
+    def ended_attempts():  # the second attempt may still be exiting when the sweep returns
+        states = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "State", "-j", job], capture_output=True,
+                                text=True, env=env, check=True).stdout.split()
+        return states if states and states[-1] not in {"RUNNING", "COMPLETING"} else None
+
+    states = wait_until("the job's second attempt to end", ended_attempts, timeout=60, every=1)
+    # the scheduler saw two attempts, the first on the lost node
+    assert states == ["NODE_FAIL", "COMPLETED"]
     runs = all_runs(client, "lost")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     jobs = [r for r in runs if r.data.tags["synbench.kind"] == "job"]
