@@ -92,7 +92,8 @@ def test_every_hydra_command_in_the_docs_composes():
 def test_the_commands_the_readme_names_exist():
     text = "\n".join(page.read_text() for page in pages())
     for path in ("scripts/run", "scripts/test", "scripts/compare", "scripts/tracking_server", "scripts/bench_embed.py",
-                 "scripts/bench_compare.py", "scripts/bench_slurm.py", "scripts/timm_conformance.py", "conf/hydra/launcher/slurm.yaml",
+                 "scripts/bench_compare.py", "scripts/bench_slurm.py", "scripts/timm_conformance.py",
+                 "conf/hydra/launcher/slurm.yaml",
                  "conf/experiment/paper_vit_family.yaml", "conf/compare.yaml", "scripts/prepare_mnist.py",
                  "scripts/train_family.py", "scripts/validity_mnist.py", "scripts/bench_downstream.py",
                  "conf/experiment/validity_mnist.yaml", "scripts/slurm_cluster"):

@@ -25,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from synbench import report
+from synbench.tracking.slurm import job_name
 from tests.test_readme import bash_commands
 from tests.test_server import check_complete, job_runs, server, sweep  # noqa: F401  (server: a fixture)
 
@@ -159,7 +160,7 @@ def test_a_cancelled_job_is_killed_with_its_state_and_a_resume_runs_only_it(clus
     client = MlflowClient(server.uri)
     proc = slurm_sweep(tmp_path / "first", server, "cancel", "seed=0,1,2", conf=cluster)
     [victim] = wait_until("a job run RUNNING", lambda: running(client, "cancel")[:1])
-    job = slurm_name(victim)
+    job = job_name(victim.data.tags)
     subprocess.run(["scancel", job], check=True, env={**os.environ, **cluster})
     last = one_line_failure(proc)
     assert "1 of 3 jobs did not finish" in last and f"Slurm job {job}): Slurm state CANCELLED" in last
@@ -202,7 +203,8 @@ def test_a_job_past_its_time_limit_is_killed_as_timeout(cluster, server, tmp_pat
 def kill_job_processes(job_id: str) -> None:
     """SIGKILL every process of Slurm job ``job_id`` on this node, as the node's death would: its step daemons
     (``slurmstepd: [<id>.batch]``, ``[<id>.0]``) and all they started (the batch script, srun, the job's python).
-    A stray srun left behind is not what a dead node leaves, and slurmctld 22.05 was seen to crash on one."""
+    Processes of the dead attempt left alive are not what a dead node leaves (and runs that left some were the
+    ones in which slurmctld 22.05 crashed; docs/slurm.md)."""
     parents, names = {}, {}
     for entry in Path("/proc").iterdir():
         try:
@@ -237,7 +239,7 @@ def test_a_lost_node_requeues_the_job_and_leaves_one_finished_run(cluster, serve
     proc = slurm_sweep(tmp_path, server, "lost", "seed=0", conf=cluster)
     try:
         [victim] = wait_until("a job run RUNNING", lambda: running(client, "lost")[:1])
-        job = slurm_name(victim)
+        job = job_name(victim.data.tags)
         os.kill(int(slurmd_pid.read_text()), signal.SIGKILL)
         kill_job_processes(victim.data.tags["synbench.slurm_job_id"])
         wait_until("the node DOWN and the job requeued", lambda: "Restarts=1" in scontrol(cluster, "show", "job", job),
@@ -268,12 +270,6 @@ def test_a_lost_node_requeues_the_job_and_leaves_one_finished_run(cluster, serve
     assert len({r.data.tags["synbench.config_hash"] for r in jobs}) == 1
     [parent] = [r for r in runs if r.data.tags["synbench.kind"] == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.tags["synbench.jobs"] == "1 FINISHED, 1 KILLED"
-
-
-def slurm_name(run) -> str:
-    tags = run.data.tags
-    return (f"{tags['synbench.slurm_array_job_id']}_{tags['synbench.slurm_array_task_id']}"
-            if "synbench.slurm_array_job_id" in tags else tags["synbench.slurm_job_id"])
 
 
 # A job run on "node-a": its process starts the run the way a job does (its tags, its heartbeat), then waits
