@@ -38,14 +38,15 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     probe = build(cfg.probe)
     metrics = [build(node) for node in cfg.metrics.values()]
     on_mixture = [mt for mt in metrics if getattr(mt, "uses_mixture", True)]
-    reads_data = dataset_readers(cfg, metrics)
+    # the data are read and checked (one line on bad data) before the store is touched; their content is part
+    # of the job's identity, so changed data at the same path are never skipped as FINISHED
+    data = dataset_for(cfg, metrics)
     tracker = tracker_from(cfg)
     tracker.connect()
-    config_hash = job_hash(cfg)
+    config_hash = job_hash(cfg, data.digest if data is not None else None)
     done = finished_before(cfg, tracker, config_hash)
     if done is not None:
         return reuse_finished(done, tracker, config_hash, output_dir)
-    data = build(cfg.dataset) if reads_data else None  # read and checked: one line on bad data
     configure_threads()
     encoder = build(cfg.model).to(device)
     transform = (InputTransform.between(data.shape, encoder.input_shape, encoder.value_range, f"model {encoder.name!r}")
@@ -73,6 +74,8 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         params.update(data.params(), **{f"dataset.transform.{k}": v for k, v in transform.describe().items()})
     run_name = cfg.tracking.run_name or _default_run_name(cfg)
     with tracker.job_run(run_name, params, tags) as mlrun:
+        if data is not None:
+            mlrun.log_dataset(data.name, cfg.dataset.path, data.splits())
         # 2. one embedding pass per input, shared by every metric (each from the cache when it holds it)
         cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
         emb = labelled = None
@@ -110,17 +113,26 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     return summary
 
 
-def dataset_readers(cfg: DictConfig, metrics) -> bool:
-    """Whether the job reads its ``dataset``: a metric that needs one without it is a one-line error; a dataset
-    no metric reads is left unread, with a warning (a sweep may hold it fixed over parts that do not read it)."""
-    readers = [mt.name for mt in metrics if getattr(mt, "uses_dataset", False)]
-    if readers and cfg.dataset is None:
-        raise ValueError(f"metrics {', '.join(readers)} need a labelled dataset: add dataset=idx|npz|image_folder|hf "
+def dataset_for(cfg: DictConfig, metrics):
+    """The job's dataset, read and checked (one line on bad data), when a metric reads it; else None. A metric
+    that needs labels without a labelled dataset is a one-line error; a dataset no metric reads is left unread,
+    with a warning (a sweep may hold it fixed over parts that do not read it)."""
+    needs = [mt.name for mt in metrics if getattr(mt, "needs_labels", False)]
+    if needs and cfg.dataset is None:
+        raise ValueError(f"metrics {', '.join(needs)} need a labelled dataset: add dataset=idx|npz|image_folder|hf "
                          f"dataset.path=...")
-    if cfg.dataset is not None and not readers:
-        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream to metrics, e.g. "
-                    "metrics=[synbench,downstream])", cfg.dataset.name)
-    return bool(readers)
+    if cfg.dataset is None:
+        return None
+    if not any(getattr(mt, "uses_dataset", False) for mt in metrics):
+        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream, spectrum or rmqm to "
+                    "metrics, e.g. metrics=[synbench,downstream])", cfg.dataset.name)
+        return None
+    data = build(cfg.dataset)
+    if needs and not data.has_labels:
+        raise ValueError(f"metrics {', '.join(needs)} need labels, and dataset.path={str(cfg.dataset.path)!r} holds "
+                         f"unlabelled images; put them in one subfolder per class, or drop {', '.join(needs)} "
+                         f"(spectrum and rmqm score unlabelled images)")
+    return data
 
 
 def _default_run_name(cfg: DictConfig) -> str:

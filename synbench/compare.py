@@ -115,7 +115,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     precision = Precision.parse(cfg.embed.precision)
     tracker = tracker_from(cfg)
     tracker.connect()
-    config_hash = job_hash(cfg)
+    config_hash = job_hash(cfg, data.digest if data is not None else None)  # the same path may hold other data
     done = finished_before(cfg, tracker, config_hash, kinds=("comparison",))
     if done is not None:
         return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
@@ -132,8 +132,10 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         tags["synbench.dataset"] = data.name
         params.update(data.params())
     with tracker.job_run(cfg.tracking.run_name or f"compare {', '.join(names)}", params, tags) as parent:
+        if data is not None:  # its inputs are the test split
+            parent.log_dataset(data.name, cfg.dataset.path, {"test": data.splits()["test"]})
         comp = compare_embeddings(embeddings, settings, cfg.progress)
-        views = labelled_views(comp, data, settings.alpha) if data is not None else {}
+        views = labelled_views(comp, data, settings.alpha) if data is not None and data.has_labels else {}
         info["run_id"] = parent.run_id
         files = write_comparison(output_dir, comp, info, views)  # the folder first: kept whatever MLflow does next
         log.info("comparison written to %s", output_dir / "comparison.json")

@@ -198,6 +198,7 @@ class DatasetConf:
     split_seed: int = MISSING
     n_train: Optional[int] = None  # a seeded subset of the train split; null: all of it
     n_test: Optional[int] = None
+    classes: Optional[list[str]] = None  # names of integer labels, indexed by label; null: the data's own
 
 
 @dataclass
@@ -336,6 +337,7 @@ register()
 
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks of the data side of a job, before any model is loaded; one line per problem."""
+    check_missing(cfg)
     mix = cfg.mixture
     scales = list(mix.scales)
     if not scales:
@@ -370,6 +372,29 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError("metrics is empty; select at least one, e.g. metrics=[synbench]")
 
 
+# an example value for each mandatory key a user most often leaves unset (``???`` in conf/)
+MISSING_EXAMPLES = {"dataset.path": "/path/to/your/data", "tracking.uri": "http://mlflow-host:5000",
+                    "model.path": "/path/to/a/save_pretrained/folder"}
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """A mandatory key left unset (``???``) is one line naming it, before anything reads the config: else
+    OmegaConf's three-line error names whatever key first interpolates it (``dataset.name`` for a missing
+    ``dataset.path``)."""
+    missing = sorted(_missing(OmegaConf.to_container(cfg, resolve=False), ""))  # resolving would raise first
+    if missing:
+        also = f" (also unset: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ValueError(f"{missing[0]} is not set: add {missing[0]}={MISSING_EXAMPLES.get(missing[0], '...')}{also}")
+
+
+def _missing(node, prefix: str) -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _missing(value, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [k for i, value in enumerate(node) for k in _missing(value, f"{prefix}{i}.")]
+    return [prefix[:-1]] if node == MISSING else []
+
+
 # Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
 NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "resume", "embed.batch_size", "embed.compile",
                      "embed.channels_last", "embed.tune_batches", "embed.tune_max_pass_seconds",
@@ -395,11 +420,15 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
     return out
 
 
-def job_hash(cfg: DictConfig) -> str:
-    """A stable hash of what the job computes (for resume and cache lookups across sweeps)."""
+def job_hash(cfg: DictConfig, data_digest: str | None = None) -> str:
+    """A stable hash of what the job computes (for resume and cache lookups across sweeps). The config names
+    real data only by their path, so a job that reads a dataset passes its content digest: the same path
+    holding other data is other work, never a FINISHED run to skip to."""
     flat = flat_params(cfg)
     keep = {k: v for k, v in flat.items()
             if not any(k == p or k.startswith(p + ".") for p in NON_IDENTITY_KEYS)}
+    if data_digest is not None:
+        keep["dataset.content_digest"] = data_digest
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

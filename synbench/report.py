@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import difflib
 import math
+import os
 import re
 import sqlite3
 import sys
@@ -38,9 +40,11 @@ from scipy import stats
 from synbench.files import write_csv_atomic
 from synbench.progress import bar
 
-# the headline label-free metrics a run may have: exact names and patterns (a `*` stays inside one segment)
-METRICS = ("synbench/score", "synbench/best_eps", "rmqm/noise", "rmqm/pgd", "spectrum/rankme",
-           "spectrum/alpha_req", "robustness/*/criterion/max_eps", "robustness/*/bound_data/max_eps")
+# the headline label-free metrics a run may have: exact names and patterns (a `*` stays inside one segment);
+# `*/data/*` is the same metric on the job's real images (never their labels), beside the mixture's
+METRICS = ("synbench/score", "synbench/best_eps", "rmqm/noise", "rmqm/pgd", "rmqm/data/noise", "rmqm/data/pgd",
+           "spectrum/rankme", "spectrum/alpha_req", "spectrum/data/rankme", "spectrum/data/alpha_req",
+           "robustness/*/criterion/max_eps", "robustness/*/bound_data/max_eps")
 # the downstream truth a job logs on a real labelled dataset; anything else under downstream/ is a diagnostic
 TRUTH = ("downstream/accuracy", "downstream/robust_accuracy/eps_*")
 CSV_TRUTH = "csv: accuracy"  # the truth column of --downstream
@@ -49,7 +53,8 @@ INF = math.inf
 # each metric's own range: an interval over seeds is clipped to it (first match wins; others are unbounded)
 RANGES = (("synbench/score", (0.0, 1.0)), ("synbench/best_eps", (0.0, 1.0)),
           ("robustness/*/criterion/max_eps", (0.0, 1.0)), ("robustness/*/bound_data/max_eps", (0.0, INF)),
-          ("spectrum/rankme", (1.0, INF)), ("rmqm/noise", (0.0, INF)), ("rmqm/pgd", (0.0, INF)),
+          ("spectrum/rankme", (1.0, INF)), ("spectrum/data/rankme", (1.0, INF)), ("rmqm/noise", (0.0, INF)),
+          ("rmqm/pgd", (0.0, INF)), ("rmqm/data/noise", (0.0, INF)), ("rmqm/data/pgd", (0.0, INF)),
           ("downstream/accuracy", (0.0, 1.0)), ("downstream/robust_accuracy/eps_*", (0.0, 1.0)))
 REPORT_COLUMNS = ("model", "metric", "mean", "ci_lo", "ci_hi", "ci_note", "n", "seeds")
 CORR_COLUMNS = ("metric", "truth", "models", "pearson", "pearson_lo", "pearson_hi", "kendall", "kendall_lo",
@@ -100,9 +105,9 @@ def span(bounds: tuple[float, float]) -> str:
     return f"{'(' if lo == '-inf' else '['}{lo}, {hi}{')' if hi == 'inf' else ']'}"
 
 
-def read_downstream(path: Path) -> dict[str, float]:
-    """The user's own accuracies (``model,accuracy``); a bad row is refused by its line, never skipped, since a
-    silently dropped model changes every correlation."""
+def read_downstream(path: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """The user's own accuracies (``model,accuracy``) and the line of each model; a bad row is refused by its
+    line, never skipped, since a silently dropped model changes every correlation."""
     where = f"--downstream {str(path)!r}"
     if not path.is_file():
         raise SystemExit(f"{ERROR}{where}: no such file; pass a CSV with columns model,accuracy")
@@ -128,7 +133,20 @@ def read_downstream(path: Path) -> dict[str, float]:
                 raise SystemExit(f"{ERROR}{where} line {reader.line_num}: model {model!r} again (first on line "
                                  f"{lines[model]}); give each model one accuracy")
             out[model], lines[model] = value, reader.line_num
-    return out
+    return out, lines
+
+
+def unmatched(path: Path, lines: dict[str, int], models: set[str]) -> list[str]:
+    """A note per CSV row whose model no run has (a typo lowers the count behind every correlation), with the
+    models of the runs it could have meant."""
+    notes = []
+    for model, line in sorted(lines.items(), key=lambda item: item[1]):
+        if model not in models:
+            close = difflib.get_close_matches(model, sorted(models), n=3, cutoff=0.5)
+            notes.append(f"--downstream {str(path)!r} line {line}: model {model!r} matches no run, so it is left out"
+                         + (f"; did you mean {' or '.join(map(repr, close))}?" if close else
+                            f" (the runs' models: {', '.join(sorted(models)) or 'none'})"))
+    return notes
 
 
 def check_store(uri: str) -> None:
@@ -154,6 +172,12 @@ def check_store(uri: str) -> None:
         folder = Path(urlparse(uri).path if uri.startswith("file:") else uri)
         if not folder.is_dir():
             raise SystemExit(f"{ERROR}{where}: no MLflow store there ({folder.resolve()} is not a folder); {valid}")
+        if not any(folder.glob("*/meta.yaml")):  # a file store holds one folder per experiment, each a meta.yaml
+            raise SystemExit(f"{ERROR}{where}: not an MLflow store ({folder.resolve()} is a folder without MLflow "
+                             f"experiments); {valid}")
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+            raise SystemExit(f"{ERROR}{where} is an MLflow file store, which this MLflow reads only with "
+                             f"MLFLOW_ALLOW_FILE_STORE=true set (or after `mlflow migrate-filestore` to SQLite)")
 
 
 def connect(uri: str):
@@ -196,6 +220,12 @@ def sweep_runs(client, parent: str | None, experiment: str | None) -> list:
             raise SystemExit(f"{ERROR}--parent {parent!r}: no such run in this store; "
                              + (f"its latest sweep parents: {', '.join(known)}" if known
                                 else "it has no sweep parent runs (tag synbench.kind=sweep)")) from None
+        kind = head.data.tags.get("synbench.kind")
+        if kind != "sweep":
+            up = head.data.tags.get("mlflow.parentRunId")
+            raise SystemExit(f"{ERROR}--parent {parent!r} is a {kind or 'non-synbench'} run, not a sweep parent; "
+                             + (f"its sweep's parent is {up}: --parent {up}" if up else
+                                "it belongs to no sweep: --experiment NAME reports every job run of an experiment"))
         children = client.search_runs([head.info.experiment_id],
                                       filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=50000)
         reused = [client.get_run(v) for k, v in head.data.tags.items() if k.startswith("synbench.reused.")]
@@ -311,9 +341,25 @@ def unique(stem: str, used: set) -> str:
     return name
 
 
-def too_few(metrics: list[str], column: str, n: int, extra: str = "") -> str:
+def too_few(metrics: list[str], column: str, n: int) -> str:
     have = "no model has" if n == 0 else f"only {n} model{'s have' if n > 1 else ' has'}"
-    return f"cannot correlate {', '.join(metrics)} with {column!r}: {have} both (need >= {MIN_MODELS}){extra}"
+    return f"cannot correlate {', '.join(metrics)} with {column!r}: {have} both (need >= {MIN_MODELS})"
+
+
+def degenerate(name: str, values: np.ndarray, other: str) -> str | None:
+    """Why ``name`` cannot be correlated with ``other`` over these models, or None: it is constant, or more
+    than half the models share one value (a score floored at 0 by a short grid, a vacuous radius's 0
+    accuracy): its ranking is then mostly ties, and a correlation would read them as a measurement."""
+    vals, counts = np.unique(values, return_counts=True)
+    v, k, n = float(vals[counts.argmax()]), int(counts.max()), len(values)
+    if k == n:
+        return f"{name!r} is constant over the sweep ({v:.4g} for all {n} models): not correlated with {other!r}"
+    if 2 * k > n:
+        lo, hi = value_range(name)
+        kind = "floored" if v == lo else "at its ceiling" if v == hi else "mostly one value"
+        return (f"{name!r} is {v:.4g} for {k} of {n} models ({kind}): not correlated with {other!r}; read its "
+                f"runs for why (e.g. synbench/floored, a vacuous radius)")
+    return None
 
 
 def correlate(means: dict, truth: dict, n_boot: int, seed: int) -> tuple[list[dict], list[str]]:
@@ -321,21 +367,22 @@ def correlate(means: dict, truth: dict, n_boot: int, seed: int) -> tuple[list[di
     truth column and model count that is too small to correlate (so a skipped pair is never silent)."""
     if truth and not means:
         return [], [f"no label-free metric in the runs to correlate with {', '.join(map(repr, truth))}"]
-    rows, short, used = [], defaultdict(list), set()
+    rows, short, used, notes = [], defaultdict(list), set(), []
     for column in sorted(truth, key=rank):
         for metric in sorted(means, key=rank):
             models, x, y = paired(means[metric], truth[column])
             if len(models) < MIN_MODELS:
                 short[(column, len(models))].append(metric)
                 continue
+            stuck = degenerate(metric, x, column) or degenerate(column, y, metric)
+            if stuck:  # no correlation to speak of: said, never a blank row or a number
+                notes.append(stuck)
+                continue
             name = unique(f"{safe_name(metric)}__{safe_name(column)}", used)
             rows.append({"metric": metric, "truth": column, "models": len(models),
                          **correlations(x, y, n_boot, seed), "scatter": f"scatter/{name}.png"})
-    notes = []
     for (column, n), metrics in short.items():
-        unknown = sorted(set(truth[column]) - {m for per in means.values() for m in per})
-        extra = f" (models of the CSV not in the runs: {', '.join(unknown)})" if column == CSV_TRUTH and unknown else ""
-        notes.append(too_few(metrics, column, n, extra))
+        notes.append(too_few(metrics, column, n))
     return rows, notes
 
 
@@ -438,15 +485,17 @@ def parse(argv) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse(argv)
-    downstream = read_downstream(args.downstream) if args.downstream is not None else None
+    downstream, lines = read_downstream(args.downstream) if args.downstream is not None else (None, {})
     client = connect(args.tracking_uri)
     runs = sweep_runs(client, args.parent, args.experiment)
     if not runs:
         raise SystemExit(f"{ERROR}no FINISHED job runs in {args.parent or args.experiment!r}")
     rows, means, truth = summarise(runs)
+    notes = unmatched(args.downstream, lines, {r.data.tags.get("synbench.model", "?") for r in runs})
     if downstream is not None:
         truth[CSV_TRUTH] = downstream
-    corr, notes = correlate(means, truth, args.bootstrap, args.seed)
+    corr, pair_notes = correlate(means, truth, args.bootstrap, args.seed)
+    notes += pair_notes
     for note in notes:
         print(f"{NOTE}{note}", file=sys.stderr)
     out = args.out / (args.parent or args.experiment)

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from synbench.encoders.base import first_line
 from synbench.tracking import TrackingError, slurm
-from synbench.tracking.mlflow_run import JobRun
+from synbench.tracking.mlflow_run import PARENT_ENV, JobRun, fast_fail
 
 log = logging.getLogger("synbench")
 
@@ -28,20 +31,56 @@ if PLUGINS_ROOT not in sys.path:
     sys.path.append(PLUGINS_ROOT)
 
 
+class BadInput(CompactHydraException):
+    """A job of a sweep refused its input, run by a launcher in another process (joblib, submitit, Slurm):
+    Hydra prints a compact error as its message alone, where any other exception gets a traceback."""
+
+
 def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
-    """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback when there is
-    one run (in a multirun the error goes on to the launcher, which reports the failed job)."""
+    """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback. One run
+    leaves no folder behind (nothing in it is a result). In a multirun the line also goes to the sweep's parent
+    run, and a sweep whose jobs run in this process (Hydra's basic launcher) ends there: every later job would
+    wait its turn only to meet, most often, the same bad input. Other launchers report the failed job."""
     hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
     try:
-        run_app(cfg, hc.runtime.output_dir, Path(hc.runtime.output_dir) / hc.output_subdir)
+        run_app(cfg, output_dir, output_dir / hc.output_subdir)
     except USER_ERRORS as err:
         log.error("%s", err)
         if hc.mode == RunMode.RUN:
+            _drop_if_empty(output_dir, hc.output_subdir)
             raise SystemExit(f"{prog}: error: {err}") from None
-        raise
+        line = f"{prog}: error: job #{hc.job.num} ({hc.job.override_dirname or 'no overrides'}): {err}"
+        _tag_sweep(cfg, line)
+        if hc.launcher._target_.endswith(".BasicLauncher"):
+            raise SystemExit(f"{line}; the sweep stops here (re-run it once fixed: finished jobs are skipped)") \
+                from None
+        raise BadInput(line) from None
     except Exception:
         log.exception("%s failed", what)
         raise
+
+
+def _drop_if_empty(folder: Path, hydra_subdir: str) -> None:
+    """Remove a refused job's folder when it holds only Hydra's copy of the config and the log of the line
+    already printed, and its date folder when that is left empty."""
+    if folder.is_dir() and all(p.name == hydra_subdir or p.suffix == ".log" for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only when empty
+
+
+def _tag_sweep(cfg: DictConfig, line: str) -> None:
+    """The parent run of a sweep says which job refused its input, and why (best effort: the line is printed)."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with fast_fail(float(cfg.tracking.connect_timeout_s)):
+                MlflowClient(str(cfg.tracking.uri)).set_tag(parent, "synbench.error", line[:5000])
+        except Exception as tag_err:  # noqa: BLE001 - the job's own error is what the user must see
+            log.warning("could not tag the sweep's parent run %s: %s", parent, first_line(tag_err))
 
 
 @contextlib.contextmanager

@@ -229,3 +229,75 @@ def test_prepare_mnist_writes_the_real_digits(tmp_path):
     counts = torch.bincount(ds.y[ds.index[Split.test]]).tolist()
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # MNIST's test set, as published
     assert ds.x.dtype == torch.uint8 and int(ds.x.max()) == 255 and int(ds.x.min()) == 0
+
+
+def test_stray_files_in_an_image_folder_are_skipped_and_counted(tmp_path, caplog):
+    """Real folders carry a README.txt or a Thumbs.db: images are told by extension (as torchvision's
+    ImageFolder tells them), the rest skipped with one warning that counts and names them."""
+    root = write_folder(tmp_path / "imgs", per_class=5)
+    clean = read_image_folder("imgs", str(root), **SPLIT)
+    (root / "cat" / "README.txt").write_text("photos from the shelter")
+    (root / "dog" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (root / "dog" / "notes").mkdir()  # a folder inside a class folder is no image either
+    (root / "eel" / "UPPER.PNG").write_bytes((root / "eel" / "0.png").read_bytes())  # extensions in any case
+    with caplog.at_level("WARNING"):
+        ds = read_image_folder("imgs", str(root), **SPLIT)
+    assert len(ds.x) == 16 and ds.classes == clean.classes  # 15 images + UPPER.PNG
+    [warning] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "skipped 3 files without an image extension" in warning
+    assert "cat/README.txt" in warning and "dog/Thumbs.db" in warning and "dog/notes" in warning
+    (root / "eel" / "UPPER.PNG").write_bytes(b"not an image")  # a broken file with an image extension still stops it
+    with pytest.raises(ValueError, match=r"cannot read eel/UPPER\.PNG as an image"):
+        read_image_folder("imgs", str(root), **SPLIT)
+
+
+def test_more_samples_asked_than_the_data_hold_is_said_once(tmp_path, caplog):
+    toy_npz(tmp_path / "d.npz", n=40)  # a seeded 0.25 split: 30 train, 10 test images
+    with caplog.at_level("WARNING"):
+        ds = read_npz("d", str(tmp_path / "d.npz"), n_train=100, n_test=10, **SPLIT)
+    assert ds.count(Split.train) == 30 and ds.count(Split.test) == 10
+    said = [r.getMessage() for r in caplog.records if "dataset.n_" in r.getMessage()]
+    assert said == [f"dataset.n_train=100 is more than the 30 train images of dataset.path="
+                    f"{str(tmp_path / 'd.npz')!r}: all 30 are used"]  # n_test=10 fits: no word
+
+
+def test_string_labels_name_their_classes(tmp_path):
+    x, codes = toy_npz(tmp_path / "ints.npz", n=40)
+    names = np.array(["dog", "cat", "eel"])[codes]  # label 0 -> dog, 1 -> cat, 2 -> eel
+    np.savez(tmp_path / "str.npz", x=x, y=names)
+    ds = read_npz("s", str(tmp_path / "str.npz"), **SPLIT)
+    assert ds.classes == ("cat", "dog", "eel")  # sorted
+    assert [ds.classes[int(c)] for c in ds.y] == names.tolist()  # every image keeps its own label
+    ints = read_npz("i", str(tmp_path / "ints.npz"), **SPLIT)
+    assert torch.equal(ds.index[Split.test], ints.index[Split.test])  # the same seeded split
+    np.savez(tmp_path / "obj.npz", x=x, y=np.array(names.tolist(), dtype=object))
+    with pytest.raises(ValueError, match=r"array 'y' holds Python objects.*np\.array\(labels, dtype=str\)") as err:
+        read_npz("o", str(tmp_path / "obj.npz"), **SPLIT)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"string labels name their own classes \(cat, dog, eel\)"):
+        read_npz("s", str(tmp_path / "str.npz"), classes=["a", "b", "c"], **SPLIT)
+
+
+def test_class_names_from_the_config(tmp_path):
+    """``dataset.classes`` names integer labels (Fashion-MNIST's idx files hold none), indexed by label."""
+    toy_npz(tmp_path / "d.npz", n=40)
+    ds = read_npz("d", str(tmp_path / "d.npz"), classes=["T-shirt/top", "Trouser", "Pullover"], **SPLIT)
+    assert ds.classes == ("T-shirt/top", "Trouser", "Pullover") and "Trouser" in ds.describe()["classes"]
+    with pytest.raises(ValueError, match=r"labels run from 0 to 2 but 2 class names are given"):
+        read_npz("d", str(tmp_path / "d.npz"), classes=["a", "b"], **SPLIT)
+    with pytest.raises(ValueError, match=r"an image_folder's classes are its folder names"):
+        read_image_folder("imgs", str(write_folder(tmp_path / "imgs")), classes=["a", "b", "c"], **SPLIT)
+    from tests.conftest import make_cfg
+
+    fashion = make_cfg(tmp_path, "dataset=fashion_mnist").dataset
+    assert len(fashion.classes) == 10 and fashion.classes[7] == "Sneaker" and fashion.classes[9] == "Ankle boot"
+
+
+def test_a_dataset_without_its_path_is_one_line_naming_the_fix(tmp_path):
+    from synbench.config import check_config
+    from tests.conftest import make_cfg
+
+    for group in ("npz", "image_folder", "idx", "hf"):
+        with pytest.raises(ValueError) as err:
+            check_config(make_cfg(tmp_path, f"dataset={group}", "metrics=[downstream]"))
+        assert str(err.value) == "dataset.path is not set: add dataset.path=/path/to/your/data"

@@ -183,7 +183,9 @@ def test_too_few_models_is_a_note_not_a_crash(sweep, tmp_path, capsys):
     assert "synbench.report: note: cannot correlate synbench/score with 'mnist: downstream/accuracy': only 2 models " \
            "have both (need >= 3)" in err
     assert "synbench.report: note: cannot correlate synbench/score with 'csv: accuracy': only 1 model has both " \
-           "(need >= 3) (models of the CSV not in the runs: zeta)" in err
+           "(need >= 3)" in err
+    assert f"synbench.report: note: --downstream {str(down)!r} line 3: model 'zeta' matches no run, so it is left " \
+           "out; did you mean 'beta'?" in err
     assert read(out / parent / "correlations.csv") == [] and (out / parent / "report.csv").is_file()
     assert "only 1 model has both" in (out / parent / "report.md").read_text()
 
@@ -275,3 +277,89 @@ def test_scores_of_several_mixture_directions_are_separate_metrics(sweep, tmp_pa
     for (model, direction), score in want.items():
         row = rows[(model, f"synbench/score [{direction}]")]
         assert float(row["mean"]) == pytest.approx(score) and row["n"] == "1"
+
+
+def test_a_typo_in_the_downstream_csv_is_named_with_what_it_could_mean(sweep, tmp_path, capsys):
+    """A CSV model that matches no run lowers the count behind every correlation: each such row is a note
+    with its line and the runs' models it could have meant, and the correlations use the rest."""
+    down = tmp_path / "acc.csv"
+    down.write_text("model,accuracy\n" + "".join(f"{'gamm' if m == 'gamma' else m},{a}\n" for m, a in CSV_ACC.items())
+                    + "resnet,0.5\n")
+    out = tmp_path / "out"
+    assert report.main(["--parent", sweep["parent"], "--tracking-uri", sweep["uri"], "--out", str(out),
+                        "--downstream", str(down), "--bootstrap", "10"]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "matches no run" in ln]
+    assert notes == [
+        f"synbench.report: note: --downstream {str(down)!r} line 4: model 'gamm' matches no run, so it is left out; "
+        "did you mean 'gamma'?",
+        f"synbench.report: note: --downstream {str(down)!r} line 7: model 'resnet' matches no run, so it is left out "
+        f"(the runs' models: {', '.join(sorted(MODELS))})"]
+    corr = [c for c in read(out / sweep["parent"] / "correlations.csv") if c["truth"] == "csv: accuracy"]
+    assert corr and all(c["models"] == "4" for c in corr)  # gamma's row is not behind them
+    assert "line 4: model 'gamm' matches no run" in (out / sweep["parent"] / "report.md").read_text()
+
+
+def test_a_constant_column_is_said_and_not_counted(sweep, tmp_path, capsys):
+    """A metric (or truth) equal for every model has no correlation: a note saying so, no blank row, and the
+    count of correlated pairs leaves it out."""
+    values = {(m, "mnist", 0): {"synbench/score": 0.0, "spectrum/rankme": r, "downstream/accuracy": a}
+              for m, r, a in (("alpha", 3.0, 0.6), ("beta", 5.0, 0.8), ("gamma", 4.0, 0.7), ("delta", 9.0, 0.9))}
+    parent = fake_sweep(sweep["client"], f"const-{uuid.uuid4().hex[:8]}", values, sweep["artifacts"])
+    out = tmp_path / "out"
+    assert report.main(["--parent", parent, "--tracking-uri", sweep["uri"], "--out", str(out), "--bootstrap",
+                        "10"]) == 0
+    captured = capsys.readouterr()
+    assert "synbench.report: note: 'synbench/score' is constant over the sweep (0 for all 4 models): not correlated " \
+           "with 'mnist: downstream/accuracy'" in captured.err.splitlines()
+    corr = read(out / parent / "correlations.csv")
+    assert [(c["metric"], c["truth"]) for c in corr] == [("spectrum/rankme", "mnist: downstream/accuracy")]
+    assert float(corr[0]["kendall"]) == pytest.approx(stats.kendalltau([3, 5, 4, 9], [0.6, 0.8, 0.7, 0.9])[0])
+    assert "(1 correlated pairs)" in captured.out
+    md = (out / parent / "report.md").read_text()
+    assert "constant over the sweep" in md and "[, ]" not in md
+
+
+def test_a_metric_stuck_at_one_value_for_most_models_is_flagged_not_correlated(sweep, tmp_path, capsys):
+    """"7 of 9 members score 0.000": a floored score ranks by ties; it is named as such instead of being
+    correlated, while a metric with a tie or two is still correlated."""
+    scores = [0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.5]  # 7 of 9 at the floor
+    ranks = [3.0, 5.0, 4.0, 9.0, 9.0, 2.0, 7.0, 1.0, 6.0]  # one tie: fine
+    acc = [0.6, 0.8, 0.7, 0.9, 0.65, 0.75, 0.85, 0.55, 0.95]
+    values = {(f"m{i}", "mnist", 0): {"synbench/score": s_, "spectrum/rankme": r, "downstream/accuracy": a}
+              for i, (s_, r, a) in enumerate(zip(scores, ranks, acc))}
+    parent = fake_sweep(sweep["client"], f"floor-{uuid.uuid4().hex[:8]}", values, sweep["artifacts"])
+    out = tmp_path / "out"
+    assert report.main(["--parent", parent, "--tracking-uri", sweep["uri"], "--out", str(out), "--bootstrap",
+                        "10"]) == 0
+    err = capsys.readouterr().err
+    assert "'synbench/score' is 0 for 7 of 9 models (floored): not correlated with 'mnist: downstream/accuracy'" in err
+    corr = read(out / parent / "correlations.csv")
+    assert [c["metric"] for c in corr] == ["spectrum/rankme"]
+    assert report.degenerate("x", np.array([1.0, 1.0, 2.0, 3.0]), "y") is None  # half is not most
+    assert "(at its ceiling)" in report.degenerate("synbench/score", np.array([1.0, 1.0, 0.5]), "y")
+
+
+def test_a_job_run_as_parent_names_its_sweep(sweep, tmp_path):
+    client = sweep["client"]
+    [child] = client.search_runs([client.get_run(sweep["parent"]).info.experiment_id], max_results=1,
+                                 filter_string=f"tags.mlflow.parentRunId = '{sweep['parent']}'")
+    msg = refused(["--parent", child.info.run_id, "--tracking-uri", sweep["uri"]], tmp_path / "out")
+    assert f"--parent '{child.info.run_id}' is a job run, not a sweep parent" in msg
+    assert f"its sweep's parent is {sweep['parent']}: --parent {sweep['parent']}" in msg
+    exp = client.get_run(sweep["parent"]).info.experiment_id
+    alone = client.create_run(exp, tags={"synbench.kind": "job"}).info.run_id
+    msg = refused(["--parent", alone, "--tracking-uri", sweep["uri"]], tmp_path / "out")
+    assert "is a job run, not a sweep parent; it belongs to no sweep: --experiment NAME" in msg
+
+
+def test_a_plain_folder_is_not_an_mlflow_store(tmp_path):
+    folder = tmp_path / "results"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "notes.txt").write_text("not mlflow")
+    msg = refused(["--experiment", "e", "--tracking-uri", str(folder)], tmp_path / "out")
+    assert f"--tracking-uri {str(folder)!r}: not an MLflow store" in msg and "sqlite:///" in msg
+    assert "maintenance mode" not in msg and sorted(p.name for p in folder.iterdir()) == ["notes.txt", "plots"]
+    (folder / "0").mkdir()  # an MLflow file store: one folder per experiment, each with its meta.yaml
+    (folder / "0" / "meta.yaml").write_text("name: Default\n")
+    msg = refused(["--experiment", "e", "--tracking-uri", str(folder)], tmp_path / "out")
+    assert "is an MLflow file store" in msg and "MLFLOW_ALLOW_FILE_STORE=true" in msg

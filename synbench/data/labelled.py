@@ -12,6 +12,7 @@ before any model loads or any run exists.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,6 +21,7 @@ import torch
 
 from synbench.data.mixture import Split, derive_seed
 
+log = logging.getLogger(__name__)
 MIN_PER_SPLIT = 4  # fewer samples than this in a split cannot fit, hold out or test anything
 
 
@@ -42,6 +44,11 @@ class LabelledDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def has_labels(self) -> bool:
+        """False for unlabelled images (a folder without class folders): label-free metrics still read them."""
+        return bool(self.classes)
+
     def count(self, split: Split) -> int:
         return len(self.index[split])
 
@@ -60,6 +67,10 @@ class LabelledDataset:
         for start in range(0, n, batch_size):
             yield self.take(split, slice(start, min(start + batch_size, n)), device)
 
+    def splits(self) -> dict[str, tuple[str, int]]:
+        """Each split's content digest and size, by name: what a run records as its dataset inputs."""
+        return {s.value: (self.split_digest[s], self.count(s)) for s in Split}
+
     def params(self) -> dict:
         """``describe`` as run params: ``dataset.digest``, ``dataset.train_images``, ..."""
         return {f"dataset.{k}": v for k, v in self.describe().items()}
@@ -71,28 +82,23 @@ class LabelledDataset:
                 "split": self.split_source, "classes": " ".join(self.classes)[:500]}
 
 
-def labelled(name: str, where: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None,
+def labelled(name: str, where: str, x: np.ndarray, y: np.ndarray | None, *, classes: list[str] | None = None,
              is_test: np.ndarray | None = None, value_range=None, test_fraction: float, split_seed: int,
              n_train: int | None = None, n_test: int | None = None) -> LabelledDataset:
-    """Check a reader's arrays and build the dataset. ``x``: [N, C, H, W]; ``y``: [N] integer labels (any
-    values: mapped to 0..K-1 in sorted order, named by ``classes`` when given, else by the values);
+    """Check a reader's arrays and build the dataset. ``x``: [N, C, H, W]; ``y``: [N] labels, integers (any
+    values: mapped to 0..K-1 in sorted order, named by ``classes`` when given, else by the values) or strings
+    (their own names, sorted), or None for unlabelled images;
     ``is_test``: the dataset's own split (bool per row) or None for a seeded one. ``where`` names the source
     in every error (``dataset.path=...``)."""
     if x.ndim != 4:
         raise ValueError(f"{where}: images of shape {list(x.shape)}; expected [N, C, H, W]")
-    if len(y) != len(x):
+    if y is None:  # unlabelled images: no class, every label -1 (only label-free metrics read them)
+        classes, codes = [], np.full(len(x), -1, dtype=np.int64)
+    elif len(y) != len(x):
         raise ValueError(f"{where}: {len(x)} images but {len(y)} labels; every image needs exactly one label")
-    y = np.asarray(y)
-    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or
-                           (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
-        raise ValueError(f"{where}: labels of dtype {y.dtype} and shape {list(y.shape)}; expected one integer "
-                         f"class label per image")
-    values, codes = np.unique(y.astype(np.int64), return_inverse=True)
-    if classes is None:
-        classes = [str(v) for v in values]
     else:
-        classes = [classes[int(v)] if 0 <= v < len(classes) else str(v) for v in values]
-    if len(values) < 2:
+        classes, codes = _classes(np.asarray(y), classes, where)
+    if y is not None and len(classes) < 2:
         raise ValueError(f"{where}: every image has the label {classes[0]!r}; a labelled dataset needs at least 2 "
                          f"classes")
     px = _to_pixels(x, value_range, where)
@@ -101,16 +107,45 @@ def labelled(name: str, where: str, x: np.ndarray, y: np.ndarray, *, classes: li
         if cap is not None:
             if int(cap) < MIN_PER_SPLIT:
                 raise ValueError(f"dataset.n_{split.value}={cap} must be >= {MIN_PER_SPLIT} or null (all)")
+            if int(cap) > len(index[split]):
+                log.warning("dataset.n_%s=%d is more than the %d %s images of %s: all %d are used", split.value,
+                            int(cap), len(index[split]), split.value, where, len(index[split]))
             keep = torch.randperm(len(index[split]), generator=torch.Generator().manual_seed(
                 derive_seed("dataset-subset", split_seed, split.value)))[:int(cap)]
             index[split] = index[split][keep.sort().values]
     y_t = torch.as_tensor(codes.reshape(-1), dtype=torch.int64)
-    if len(torch.unique(y_t[index[Split.train]])) < 2:
+    if y is not None and len(torch.unique(y_t[index[Split.train]])) < 2:
         raise ValueError(f"{where}: the train split holds a single class; a probe needs at least 2")
     split_digest = {s: _digest(px[rows].numpy().tobytes(), y_t[rows].numpy().tobytes()) for s, rows in index.items()}
     return LabelledDataset(name=name, x=px, y=y_t, classes=tuple(classes), index=index,
                            split_source="dataset" if is_test is not None else "seeded", split_digest=split_digest,
                            digest=_digest(*(d.encode() for d in split_digest.values()), "\0".join(classes).encode()))
+
+
+def _classes(y: np.ndarray, names, where: str) -> tuple[list[str], np.ndarray]:
+    """Class names and codes 0..K-1 of the labels. Integer labels (floats holding integers too) are mapped in
+    sorted order and named by ``names`` (indexed by label value) where given, else by their values; string
+    labels ('cat', 'dog') name their own classes, in sorted order."""
+    if y.ndim != 1:
+        raise ValueError(f"{where}: labels of shape {list(y.shape)}; expected one label per image, shape [N]")
+    if y.dtype.kind in "US":
+        values, codes = np.unique(y.astype(str), return_inverse=True)
+        if names is not None and set(map(str, names)) != set(values):
+            raise ValueError(f"{where}: string labels name their own classes ({', '.join(values[:5])}"
+                             f"{', ...' if len(values) > 5 else ''}), and the class names given differ; drop the "
+                             f"names, or store integer labels indexing them")
+        return [str(v) for v in values], codes.reshape(-1)
+    if not (np.issubdtype(y.dtype, np.integer) or
+            (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
+        raise ValueError(f"{where}: labels of dtype {y.dtype}; expected one integer class label per image "
+                         f"(0..K-1), or a string label such as 'cat' (stored with dtype str: np.array(labels, "
+                         f"dtype=str))")
+    values, codes = np.unique(y.astype(np.int64), return_inverse=True)
+    if names is not None and (values[0] < 0 or values[-1] >= len(names)):
+        raise ValueError(f"{where}: labels run from {values[0]} to {values[-1]} but {len(names)} class names are "
+                         f"given (names are indexed by label, 0..{len(names) - 1}); give one name per label value")
+    classes = [str(v) for v in values] if names is None else [str(names[int(v)]) for v in values]
+    return classes, codes.reshape(-1)
 
 
 def _digest(*parts: bytes) -> str:

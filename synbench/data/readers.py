@@ -2,7 +2,8 @@
 ``LabelledDataset`` (``data/labelled.py``) and says in one line what is wrong with a file it cannot use.
 
 - ``image_folder``: ``path/<class>/<image>``, or ``path/train/<class>/...`` + ``path/test/<class>/...`` for a
-  split of its own. Grey images stay one channel; any other mode becomes RGB (alpha dropped), and a folder
+  split of its own; images with no class folder (``path/<image>``, or ``path/train/<image>`` + ``path/test/...``)
+  are unlabelled, read by label-free metrics only. Images are told by extension. Grey images stay one channel; any other mode becomes RGB (alpha dropped), and a folder
   mixing grey and colour is read as RGB. Images of different sizes need ``dataset.image_size``: each is then
   resized on load (squashed to a square) by the same bilinear, antialiased resize as the encoder transform.
 - ``npz``: arrays ``x`` ([N, H, W], [N, C, H, W] or [N, H, W, C] with C in 1 or 3) and ``y``; optional
@@ -16,13 +17,17 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from synbench.data.labelled import LabelledDataset, labelled
 from synbench.data.transform import resize
+
+log = logging.getLogger(__name__)
 
 
 def _existing(path: str, what: str) -> Path:
@@ -37,27 +42,52 @@ def _common(test_fraction, split_seed, n_train, n_test) -> dict:
 
 
 def read_image_folder(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
-                      n_test: int | None = None, image_size: int | None = None) -> LabelledDataset:
-    root = _existing(path, "a folder with one subfolder of images per class")
+                      n_test: int | None = None, image_size: int | None = None,
+                      classes: list[str] | None = None) -> LabelledDataset:
+    root = _existing(path, "a folder of images: one subfolder per class, or the images themselves (unlabelled)")
     where = f"dataset.path={str(path)!r}"
+    if classes is not None:
+        raise ValueError(f"dataset.classes={list(classes)}: an image_folder's classes are its folder names; drop "
+                         f"dataset.classes (it names integer labels, of npz, idx and hf data)")
     if not root.is_dir():
-        raise ValueError(f"{where} is a file; an image_folder dataset is a folder with one subfolder per class")
+        raise ValueError(f"{where} is a file; an image_folder dataset is a folder of images (one subfolder per "
+                         f"class, or the images themselves)")
     parts = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
-    files = [[(d.name, f) for d in _subdirs(part) for f in sorted(d.iterdir()) if not f.name.startswith(".")]
+    found = [[(d.name, f) for d in _subdirs(part) for f in sorted(d.iterdir()) if not f.name.startswith(".")]
              for part in parts]
+    files = [[(c, f) for c, f in part if _is_image_file(f)] for part in found]
+    loose = [[f for f in sorted(part.iterdir()) if f.is_file() and not f.name.startswith(".")] for part in parts]
+    in_folders = [f"{c}/{f.name}" for part in found for c, f in part if not _is_image_file(f)]
+    if not any(files) and any(map(_is_image_file, sum(loose, []))):  # images, no class folder: unlabelled
+        _say_skipped(in_folders + [f.name for part in loose for f in part if not _is_image_file(f)], where)
+        loose = [[f for f in part if _is_image_file(f)] for part in loose]
+        x = _stack([_read_image(f, where) for part in loose for f in part], image_size, where)
+        is_test = np.array([i == 1 for i, part in enumerate(loose) for _ in part]) if len(parts) == 2 else None
+        return labelled(name, where, x, None, is_test=is_test, **_common(test_fraction, split_seed, n_train, n_test))
+    _say_skipped(in_folders + [f.name for part in loose for f in part], where)  # files beside the class folders
     classes = sorted({c for part in files for c, _ in part})
     if len(classes) < 2:
         raise ValueError(f"{where} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''} "
                          f"({', '.join(classes) or 'none'}); an image_folder dataset needs one subfolder per class, "
-                         f"at least 2")
+                         f"at least 2, or only images (unlabelled, for label-free metrics)")
     images = [_read_image(f, where) for part in files for _, f in part]
-    if not images:
-        raise ValueError(f"{where}: the class folders hold no images")
     x = _stack(images, image_size, where)
     y = np.array([classes.index(c) for part in files for c, _ in part])
     is_test = np.array([i == 1 for i, part in enumerate(files) for _ in part]) if len(parts) == 2 else None
     return labelled(name, where, x, y, classes=classes, is_test=is_test,
                     **_common(test_fraction, split_seed, n_train, n_test))
+
+
+def _is_image_file(path: Path) -> bool:
+    """Images are told by extension, as torchvision's ImageFolder tells them: a README.txt or Thumbs.db in a
+    class folder is skipped, never a reason to refuse the whole folder."""
+    return path.is_file() and has_file_allowed_extension(path.name, IMG_EXTENSIONS)
+
+
+def _say_skipped(names: list[str], where: str) -> None:
+    if names:
+        log.warning("%s: skipped %d file%s without an image extension (%s%s); images end in %s", where, len(names),
+                    "s" * (len(names) > 1), ", ".join(names[:3]), ", ..." * (len(names) > 3), " ".join(IMG_EXTENSIONS))
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -105,12 +135,20 @@ def _resize_u8(im: np.ndarray, side: int) -> np.ndarray:
 
 
 def read_npz(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
-             n_test: int | None = None, value_range=None) -> LabelledDataset:
+             n_test: int | None = None, value_range=None, classes: list[str] | None = None) -> LabelledDataset:
     file = _existing(path, "an .npz file with arrays x (images) and y (labels)")
     where = f"dataset.path={str(path)!r}"
+    arrays, key = {}, None
     try:
         with np.load(file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            for key in z.files:
+                arrays[key] = z[key]
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise ValueError(f"{where}: cannot read it as an .npz file (ValueError: {str(err).splitlines()[0]})") from None
+        # pickles are never loaded (they run code): an object array, such as a list of strings, is refused
+        raise ValueError(f"{where}: array {key!r} holds Python objects, which are never unpickled; store it with a "
+                         f"plain dtype: np.array(labels, dtype=str) for string labels, integers, or numbers") from None
     except Exception as err:
         raise ValueError(f"{where}: cannot read it as an .npz file ({type(err).__name__}: "
                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
@@ -127,7 +165,8 @@ def read_npz(name: str, path: str, test_fraction: float, split_seed: int, n_trai
             raise ValueError(f"{where}: array 'split' must hold 'train' or 'test' for each of the {len(x)} images "
                              f"(got {len(split)} values{', e.g. ' + repr(bad[0]) if bad else ''})")
         is_test = split == "test"
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+    if classes is None and "classes" in arrays:
+        classes = [str(c) for c in arrays["classes"]]
     return labelled(name, where, x, arrays["y"], classes=classes, is_test=is_test, value_range=value_range,
                     **_common(test_fraction, split_seed, n_train, n_test))
 
@@ -165,7 +204,7 @@ def read_idx_file(path: Path) -> np.ndarray:
 
 
 def read_idx(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
-             n_test: int | None = None) -> LabelledDataset:
+             n_test: int | None = None, classes: list[str] | None = None) -> LabelledDataset:
     root = _existing(path, "a folder with the IDX files of MNIST, Fashion-MNIST or KMNIST")
     where = f"dataset.path={str(path)!r}"
     arrays = {}
@@ -186,13 +225,13 @@ def read_idx(name: str, path: str, test_fraction: float, split_seed: int, n_trai
         raise ValueError(f"{where}: {len(arrays['train', 'images'])} train images but "
                          f"{len(arrays['train', 'labels'])} train labels")
     is_test = np.arange(len(x)) >= len(arrays["train", "images"])
-    return labelled(name, where, x[:, None], y, is_test=is_test,
+    return labelled(name, where, x[:, None], y, classes=classes, is_test=is_test,
                     **_common(test_fraction, split_seed, n_train, n_test))
 
 
 def read_hf(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
             n_test: int | None = None, image_key: str = "image", label_key: str = "label",
-            image_size: int | None = None) -> LabelledDataset:
+            image_size: int | None = None, classes: list[str] | None = None) -> LabelledDataset:
     root = _existing(path, "a directory written by datasets' save_to_disk")
     where = f"dataset.path={str(path)!r}"
     try:
@@ -218,7 +257,8 @@ def read_hf(name: str, path: str, test_fraction: float, split_seed: int, n_train
         if key not in features:
             raise ValueError(f"{where} has no column {key!r} (dataset.{what}); its columns: {', '.join(features)}")
     label_feature = features[label_key]
-    classes = list(label_feature.names) if hasattr(label_feature, "names") else None
+    if classes is None and hasattr(label_feature, "names"):
+        classes = list(label_feature.names)
     images, labels, is_test = [], [], []
     for i, part in enumerate(parts):
         for row in part:

@@ -84,7 +84,8 @@ class MetricInputs:
     seed: int
     precision: Precision  # autocast policy for metrics that run the model again
     progress: bool = True  # progress bars on the metric's long loops (attacks)
-    labelled: LabelledFeatures | None = None  # the job's real dataset (`dataset` group), when it has one
+    labelled: LabelledFeatures | None = None  # the job's real dataset (`dataset` group), when it has one; label-free
+    # metrics read only its images and features (labels may be absent: ``labelled.data.has_labels``)
 
 
 class Probe(Protocol):
@@ -93,9 +94,12 @@ class Probe(Protocol):
 
 class Metric(Protocol):
     name: str
-    # what the metric reads; the job embeds only what some metric reads (class attributes; absent: the mixture)
+    # what the metric reads; the job embeds only what some metric reads (class attributes; absent: the mixture).
+    # uses_dataset: reads the job's dataset when it has one (label-free metrics also score its images);
+    # needs_labels: cannot run without a labelled dataset (downstream: its truth is the labels)
     uses_mixture: bool = True
     uses_dataset: bool = False
+    needs_labels: bool = False
 
     def check(self, scales: list[float], mixture: GaussianMixture) -> None:
         """Raise a one-line ValueError before any heavy work if this metric cannot be computed."""

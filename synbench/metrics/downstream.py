@@ -62,6 +62,7 @@ class Downstream:
     name = "downstream"
     uses_mixture = False
     uses_dataset = True
+    needs_labels = True  # its truth is the dataset's labels
 
     def __init__(self, probe: SoftmaxProbe, attack: PGD, n_points: int | None):
         if n_points is not None and int(n_points) <= 0:

@@ -17,10 +17,15 @@ Two schedules, scored separately:
   passes, not the n^2/2 of restarting each level from the clean input (the same path: the objective has no
   randomness after the first step).
 A constant (collapsed) representation moves nowhere: NaN and a warning, never a number that looks real.
+The paper tracks real data points; when the job has a ``dataset``, both paths also start from its first test
+images (``rmqm/data/*``, never reading a label), in the data's pixel units through the job's input transform,
+clipped to the data's valid range [0, 1] at every level. The mixture's paths keep ``pixel_range`` (default
+unclipped: mixture samples are not images, and clipping them saturates most of their pixels).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -62,6 +67,7 @@ def trajectory_stats(z: torch.Tensor) -> dict[str, float | list[float]]:
 
 class RMQM:
     name = "rmqm"
+    uses_dataset = True  # its paths also start from the job's real images, when it has some
 
     def __init__(self, scale: float, n_points: int, batch_size: int, noise_levels: int, sigma_max: float,
                  pgd_levels: int, pgd_alpha: float, pgd_radius: float, pgd_offset: float, pixel_range=None):
@@ -91,13 +97,26 @@ class RMQM:
         dtype = inputs.precision.autocast_dtype(device)
         encoder = inputs.encoder.requires_grad_(False)
         n = min(self.n_points, emb.y[Split.test].shape[1])
-        noise, pgd = [], []
         stream = inputs.mixture.stream(self.scale, Split.test, n, inputs.seed, self.batch_size, device)
-        for b, (x, _) in enumerate(bar(stream, "rmqm paths", "batch", inputs.progress,
-                                       total=math.ceil(n / self.batch_size))):
-            noise.append(self.noise_path(encoder, x, dtype, derive_seed("rmqm-noise", inputs.seed, b)))
-            pgd.append(self.pgd_path(encoder, x, dtype, derive_seed("rmqm-pgd", inputs.seed, b)))
-        return self._result({"noise": torch.cat(noise, 1), "pgd": torch.cat(pgd, 1)})
+        paths = self._paths(encoder, stream, n, dtype, inputs, "")
+        if inputs.labelled is not None:  # the paper's own input: real images, each kept a valid image
+            feats = inputs.labelled
+            on_data = copy.copy(self)
+            on_data.pixel_range = (0.0, 1.0)  # the data's pixel units
+            n_data = min(self.n_points, feats.data.count(Split.test))
+            stream = feats.data.stream(Split.test, self.batch_size, feats.z[Split.test].device, n_data)
+            paths.update(on_data._paths(lambda xa: encoder(feats.transform(xa)), stream, n_data, dtype, inputs,
+                                        "data/"))
+        return self._result(paths)
+
+    def _paths(self, f, stream, n: int, dtype, inputs: MetricInputs, prefix: str) -> dict[str, torch.Tensor]:
+        """Both paths of every point of ``stream`` through ``f`` (inputs -> features), named ``prefix`` + schedule."""
+        noise, pgd = [], []
+        for b, (x, _) in enumerate(bar(stream, f"rmqm {prefix or 'mixture/'}paths", "batch", inputs.progress,
+                                       total=math.ceil(n / self.batch_size))):  # labels are never read
+            noise.append(self.noise_path(f, x, dtype, derive_seed(f"rmqm-{prefix}noise", inputs.seed, b)))
+            pgd.append(self.pgd_path(f, x, dtype, derive_seed(f"rmqm-{prefix}pgd", inputs.seed, b)))
+        return {f"{prefix}noise": torch.cat(noise, 1), f"{prefix}pgd": torch.cat(pgd, 1)}
 
     def noise_path(self, encoder, x, dtype, seed: int) -> torch.Tensor:
         """Features [levels, batch, D] of ``x + sigma_a eps_a``, fresh seeded noise per level."""
@@ -143,9 +162,9 @@ class RMQM:
             for key in ("D_o", "D_p", "S_o", "S_p"):
                 res.scalars[f"{schedule}/{key}"] = stats[key]
             levels = [float(a) for a in range(1, len(z))]
-            x_name = "sigma" if schedule == "noise" else "pgd_step"
-            grid = (torch.linspace(0, self.sigma_max, self.noise_levels)[1:].tolist() if schedule == "noise"
-                    else levels)
+            noisy = schedule.endswith("noise")
+            x_name = "sigma" if noisy else "pgd_step"
+            grid = torch.linspace(0, self.sigma_max, self.noise_levels)[1:].tolist() if noisy else levels
             for c in ("o", "p"):
                 res.curves[f"{schedule}/{c}"] = Curve(x_name, grid, stats[f"curve_{c}"])
                 series.append(Series(f"{schedule}: {'distance from the original' if c == 'o' else 'step'} ({c})",

@@ -7,6 +7,8 @@
   ``lambda_k ~ k^-alpha``, fitted by least squares of ``log lambda_k`` on ``log k`` over the 1-based index range
   ``[fit_start, fit_stop]`` (``fit_stop`` null: the last eigenvalue above ``rel_floor * lambda_1``).
 No model pass: one SVD and one eigendecomposition of the train features per scale, in float64 on their device.
+Both papers measure the features of real data; when the job has a ``dataset`` the same two numbers are also
+computed on its train images' features (``spectrum/data/*``, never reading a label) beside the mixture's.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def alpha_req(z: torch.Tensor, fit_start: int, fit_stop: int | None, rel_floor: 
 
 class Spectrum:
     name = "spectrum"
+    uses_dataset = True  # scores the job's real images too, when it has some
 
     def __init__(self, scale: float, rankme_eps: float, fit_start: int, fit_stop: int | None, rel_floor: float):
         if int(fit_start) < 1:
@@ -85,4 +88,11 @@ class Spectrum:
         if any(not math.isfinite(v) for v in ranks + alphas):
             log.warning("spectrum: NaN at some scales: the representation is degenerate there (constant, or "
                         "fewer than two eigenvalues above rel_floor)")
+        if inputs.labelled is not None:  # the same numbers on real images: the papers' own input
+            z = inputs.labelled.z[Split.train]
+            rank, alpha = rankme(z, self.eps), alpha_req(z, self.fit_start, self.fit_stop, self.rel_floor)
+            res.scalars.update({"data/rankme": rank, "data/rankme_fraction": rank / width, "data/alpha_req": alpha})
+            res.tables["data"] = {"dataset": inputs.labelled.data.name, "split": "train", "n": len(z),
+                                  "rankme": rank, "alpha_req": alpha}
+            res.headline += ("data/rankme", "data/alpha_req")
         return res

@@ -338,6 +338,17 @@ class JobRun:
         if result.params:
             self.log_params({f"{prefix}.{k}": v for k, v in result.params.items()})
 
+    def log_dataset(self, name: str, source: str, splits: dict[str, tuple[str, int]]) -> None:
+        """The real data a job read as MLflow dataset inputs, one per split (``{split: (digest, images)}``), so
+        the runs table's Dataset column shows what each run was computed on, by content."""
+        import mlflow
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        for split, (digest, images) in splits.items():
+            mlflow.log_input(MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest),
+                             context=split, tags={"images": str(images)})
+
     def log_files(self, files: list[Path], root: Path) -> None:
         import mlflow
 
