@@ -44,7 +44,8 @@ from synbench.progress import bar
 # `*/data/*` is the same metric on the job's real images (never their labels), beside the mixture's
 METRICS = ("synbench/score", "synbench/best_eps", "rmqm/noise", "rmqm/pgd", "rmqm/data/noise", "rmqm/data/pgd",
            "spectrum/rankme", "spectrum/alpha_req", "spectrum/data/rankme", "spectrum/data/alpha_req",
-           "robustness/*/criterion/max_eps", "robustness/*/bound_data/max_eps")
+           "robustness/*/criterion/eps_*", "robustness/*/bound_data/eps_*",
+           "robustness/*/criterion/max_eps", "robustness/*/bound_data/max_eps")  # max_eps: runs before per-radius
 # the downstream truth a job logs on a real labelled dataset; anything else under downstream/ is a diagnostic
 TRUTH = ("downstream/accuracy", "downstream/robust_accuracy/eps_*")
 CSV_TRUTH = "csv: accuracy"  # the truth column of --downstream
@@ -53,6 +54,7 @@ INF = math.inf
 # each metric's own range: an interval over seeds is clipped to it (first match wins; others are unbounded)
 RANGES = (("synbench/score", (0.0, 1.0)), ("synbench/best_eps", (0.0, 1.0)),
           ("robustness/*/criterion/max_eps", (0.0, 1.0)), ("robustness/*/bound_data/max_eps", (0.0, INF)),
+          ("robustness/*/criterion/eps_*", (0.0, 1.0)), ("robustness/*/bound_data/eps_*", (0.0, INF)),
           ("spectrum/rankme", (1.0, INF)), ("spectrum/data/rankme", (1.0, INF)), ("rmqm/noise", (0.0, INF)),
           ("rmqm/pgd", (0.0, INF)), ("rmqm/data/noise", (0.0, INF)), ("rmqm/data/pgd", (0.0, INF)),
           ("downstream/accuracy", (0.0, 1.0)), ("downstream/robust_accuracy/eps_*", (0.0, 1.0)))
@@ -283,6 +285,27 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: fl
     return out
 
 
+def vacuous(name: str, metrics: dict) -> bool:
+    """A robustness number at a radius where even the raw-input Bayes classifier certifies under 1% (the run's
+    ``robustness/reference/vacuous/eps_<r>``): every encoder is ~0 there, so it ranks nothing."""
+    radius = re.fullmatch(r"robustness/[^/]+/[^/]+/(eps_[^/]+)", name)
+    return bool(radius) and metrics.get(f"robustness/reference/vacuous/{radius.group(1)}") == 1.0
+
+
+def reported(name: str, metrics: dict) -> bool:
+    """A label-free number the report keeps: not at a vacuous radius, and ``max_eps`` (the last radius) only
+    from runs older than the per-radius numbers, which repeat it."""
+    if name.endswith("/max_eps") and any(k.startswith(name[:-len("max_eps")] + "eps_") for k in metrics):
+        return False
+    return label_free(name) and not vacuous(name, metrics)
+
+
+def vacuous_notes(runs) -> list[str]:
+    names = sorted({n for r in runs for n in r.data.metrics if label_free(n) and vacuous(n, r.data.metrics)})
+    return [f"{', '.join(names)}: at a vacuous radius (the raw-input reference certifies under 1%), not reported"] \
+        if names else []
+
+
 def collect(runs) -> dict:
     """{name: {model: {seed: [values]}}} of every label-free metric and truth column (``<dataset>: <metric>``,
     since one sweep may score the same models on several datasets). A label-free metric that the sweep computed
@@ -290,14 +313,15 @@ def collect(runs) -> dict:
     different scores, never seeds of one."""
     directions = defaultdict(set)
     for run in runs:
-        for name in filter(label_free, run.data.metrics):
-            directions[name].add(run.data.tags.get("synbench.direction", "?"))
+        for name in run.data.metrics:
+            if reported(name, run.data.metrics):
+                directions[name].add(run.data.tags.get("synbench.direction", "?"))
     values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
         tags = run.data.tags
         model, seed = tags.get("synbench.model", "?"), run.data.params.get("seed", "?")
         for name, value in run.data.metrics.items():
-            if label_free(name):
+            if reported(name, run.data.metrics):
                 key = name if len(directions[name]) == 1 else f"{name} [{tags.get('synbench.direction', '?')}]"
                 values[key][model][seed].append(value)
             elif is_truth(name):
@@ -492,6 +516,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{ERROR}no FINISHED job runs in {args.parent or args.experiment!r}")
     rows, means, truth = summarise(runs)
     notes = unmatched(args.downstream, lines, {r.data.tags.get("synbench.model", "?") for r in runs})
+    notes += vacuous_notes(runs)
     if downstream is not None:
         truth[CSV_TRUTH] = downstream
     corr, pair_notes = correlate(means, truth, args.bootstrap, args.seed)

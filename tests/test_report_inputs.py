@@ -363,3 +363,24 @@ def test_a_plain_folder_is_not_an_mlflow_store(tmp_path):
     (folder / "0" / "meta.yaml").write_text("name: Default\n")
     msg = refused(["--experiment", "e", "--tracking-uri", str(folder)], tmp_path / "out")
     assert "is an MLflow file store" in msg and "MLFLOW_ALLOW_FILE_STORE=true" in msg
+
+
+def test_per_radius_robustness_skips_vacuous_radii_and_the_repeated_last(sweep, tmp_path, capsys):
+    """Every radius is its own metric, but a radius the run marks vacuous ranks nothing and is left out with a
+    note; max_eps repeats the last radius and is read only from runs that have no per-radius numbers."""
+    rng = np.random.default_rng(4)
+    values = {}
+    for i in range(4):
+        values[(f"m{i}", "mnist", 0)] = {
+            "robustness/eps_0.10/criterion/eps_0.01": rng.uniform(0, 1),
+            "robustness/eps_0.10/criterion/eps_0.2": rng.uniform(0, 0.01),
+            "robustness/eps_0.10/criterion/max_eps": rng.uniform(0, 0.01),
+            "robustness/reference/vacuous/eps_0.01": 0.0, "robustness/reference/vacuous/eps_0.2": 1.0,
+            "robustness/reference/certified/eps_0.01": 0.97, "downstream/accuracy": rng.uniform(0.5, 0.9)}
+    parent = fake_sweep(sweep["client"], f"radii-{uuid.uuid4().hex[:8]}", values, sweep["artifacts"])
+    out = tmp_path / "out"
+    assert report.main(["--parent", parent, "--tracking-uri", sweep["uri"], "--out", str(out), "--bootstrap",
+                        "10"]) == 0
+    assert "robustness/eps_0.10/criterion/eps_0.2: at a vacuous radius" in capsys.readouterr().err
+    assert {r["metric"] for r in read(out / parent / "report.csv")} == {
+        "robustness/eps_0.10/criterion/eps_0.01", "mnist: downstream/accuracy"}

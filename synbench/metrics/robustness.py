@@ -8,13 +8,24 @@ For the job's probe, fitted on one scale's train features, and input-space radii
   signed margin (the softmax factor at its worst over the ball);
 - criterion (ii): the fraction with ``m > ||w||_2 Delta_f`` (certified given the estimate);
 - empirical: adversarial loss and robust accuracy of model+probe under PGD on the probe's loss, and the
-  fraction of certified points the attack still flipped (``certified_but_broken``, which theory says is 0).
+  fraction of certified points the attack still flipped (``certified_but_broken``, which theory says is 0);
+- the raw-input reference per radius, in closed form (``raw_reference``): the fraction the Bayes-optimal
+  classifier of the raw mixture certifies, ``Phi((s - eps ||mu||_*) / sigma)`` for equal priors, and the best
+  robust accuracy any classifier can reach. A radius where the reference certifies under ``VACUOUS_BELOW`` is
+  marked vacuous (and warned about): the attack there moves points across the mixture's class gap, so every
+  encoder's criterion is ~0 whatever its quality.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from scipy.optimize import brentq
+from scipy.special import ndtr, ndtri
 
 from synbench.attacks import PGD
 from synbench.data import GaussianMixture, Split
@@ -23,6 +34,108 @@ from synbench.encoders import autocast
 from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Series, scale_index
 from synbench.progress import bar
 
+log = logging.getLogger(__name__)
+
+VACUOUS_BELOW = 0.01  # reference certified fraction under which a radius is marked vacuous
+HALF = 0.5
+PER_RADIUS = ("criterion", "bound_data", "robust_accuracy")  # per-variant curves also logged as one scalar per radius
+
+
+def eps_label(eps: float) -> str:
+    """The per-radius suffix of scalar names, as the downstream metric writes it (``eps_0.05``)."""
+    return f"eps_{eps:g}"
+
+
+def linear_certified(gap: float, noise_std: float, prior: float, drop: float) -> float:
+    """Fraction of points that the Bayes rule of two classes ``N(+-gap, noise_std^2)`` along one unit direction
+    (class-1 prior ``prior``) keeps correct when each point's projection may move by ``drop`` against its class.
+    ``drop = 0``: the rule's accuracy. The rule thresholds at ``t = noise_std^2 log((1-p)/p) / (2 gap)``."""
+    if prior == 0.5:
+        t = 0.0
+    elif gap > 0:
+        t = noise_std ** 2 * math.log((1 - prior) / prior) / (2 * gap)
+    else:  # no signal: the rule always says the more likely class
+        t = math.inf if prior < 0.5 else -math.inf
+    return float(prior * ndtr((gap - t - drop) / noise_std) + (1 - prior) * ndtr((gap + t - drop) / noise_std))
+
+
+def _drop_at(level: float, gap: float, noise_std: float, prior: float) -> float:
+    """The margin drop at which ``linear_certified`` falls to ``level`` (0 when it is below it already)."""
+    if prior == 0.5:
+        return max(0.0, gap - noise_std * float(ndtri(level)))
+    if linear_certified(gap, noise_std, prior, 0.0) <= level:
+        return 0.0
+    hi = gap + noise_std
+    while linear_certified(gap, noise_std, prior, hi) > level:
+        hi *= 2
+    return brentq(lambda drop: linear_certified(gap, noise_std, prior, drop) - level, 0.0, hi, xtol=1e-15)
+
+
+@dataclass(frozen=True)
+class RawReference:
+    """Closed-form references of the raw mixture at the attacked scale, one value per radius of ``eps``.
+
+    ``certified``: fraction of points the Bayes-optimal raw-input classifier ``sign(mu . (x - mean) - t)`` keeps
+    correct under any perturbation of norm <= eps: its margin along ``mu`` is ``N(s, sigma^2)`` per class and a
+    perturbation lowers ``mu . x`` by at most ``eps ||mu||_*`` (Hoelder; ``||mu||_1`` for l-inf, ``||mu||_2 = 1``
+    for l2), attained at ``-eps sign(mu)`` resp. ``-eps mu``. ``optimal``: the best robust accuracy of *any*
+    classifier (Bhagoji, Cullina, Mittal 2019): the adversary can translate the classes onto
+    ``N(+-(s mu - z), sigma^2 I)`` for any ``||z|| <= eps``, and the linear rule along ``s mu - z*`` (``z*`` the
+    nearest such point to ``s mu``) loses exactly that much, so it is the Bayes accuracy at the gap
+    ``min ||s mu - z||_2``. Both ignore a pixel box (docs/robustness.md says why)."""
+
+    norm: str
+    scale: float
+    noise_std: float
+    dual_norm: float  # ||mu||_*: how far one unit of radius moves mu . x
+    eps: tuple[float, ...]
+    certified: tuple[float, ...]
+    optimal: tuple[float, ...]
+    radius_at_half: float  # the radius where ``certified`` is 0.5 (for equal priors: s / ||mu||_*)
+    radius_vacuous: float  # the radius where ``certified`` falls to VACUOUS_BELOW
+
+    @property
+    def vacuous(self) -> tuple[bool, ...]:
+        return tuple(c < VACUOUS_BELOW for c in self.certified)
+
+
+def raw_reference(mu: torch.Tensor, scale: float, noise_std: float, prior: float, norm: str,
+                  eps: list[float]) -> RawReference:
+    """``RawReference`` of a mixture with unit mean direction ``mu`` (any shape) at one ``scale``."""
+    flat = mu.detach().double().flatten().cpu()
+    length = float(flat.norm())  # 1 up to float32 rounding; the unit direction is flat / length
+    gap = scale * length  # the classes sit at +-gap along the unit direction
+    dual = float(flat.abs().sum() if norm == "linf" else length) / length  # ||unit direction||_*
+    certified, optimal = [], []
+    for e in eps:
+        certified.append(linear_certified(gap, noise_std, prior, e * dual))
+        if norm == "linf":  # the nearest point of the box around 0 to s mu: shrink each |s mu_i| by e, clip at 0
+            nearest = float((scale * flat.abs() - e).clamp_min(0).norm())
+        else:
+            nearest = max(0.0, gap - e)
+        optimal.append(linear_certified(nearest, noise_std, prior, 0.0))
+    return RawReference(norm, float(scale), float(noise_std), dual, tuple(float(e) for e in eps), tuple(certified),
+                        tuple(optimal), _drop_at(HALF, gap, noise_std, prior) / dual,
+                        _drop_at(VACUOUS_BELOW, gap, noise_std, prior) / dual)
+
+
+def warn_vacuous(ref: RawReference, shape: tuple[int, ...], key: str = "attack.eps") -> str | None:
+    """One warning line naming the vacuous radii, what the reference certifies there, why and the fix."""
+    bad = [(e, c, o) for e, c, o, v in zip(ref.eps, ref.certified, ref.optimal, ref.vacuous) if v]
+    if not bad:
+        return None
+    e0 = bad[0][0]
+    dual = "||mu||_1" if ref.norm == "linf" else "||mu||_2"
+    fix = "e.g. attack=pgd_linf_small or " if ref.norm == "linf" else "e.g. "
+    msg = (f"{key}={', '.join(f'{e:g}' for e, _, _ in bad)} vacuous for this {'x'.join(map(str, shape))} input: "
+           f"even the Bayes-optimal raw-input classifier certifies {', '.join(f'{c:.2g}' for _, c, _ in bad)} of "
+           f"the points (best any classifier can: {', '.join(f'{o:.2g}' for _, _, o in bad)}): {ref.norm} radius "
+           f"{e0:g} x {dual} {ref.dual_norm:.3g} = {e0 * ref.dual_norm:.3g} moves a point along mu past the class "
+           f"half-gap s = {ref.scale:g} (noise_std {ref.noise_std:g}), so the criterion there cannot tell encoders "
+           f"apart; use radii below {ref.radius_at_half:.3g} (where the reference certifies 50%), {fix}"
+           f"metrics.robustness.attack.eps=[...]")
+    log.warning(msg)
+    return msg
 
 
 class RepresentationRobustness:
@@ -52,6 +165,12 @@ class RepresentationRobustness:
         b = probe.bias.float()  # [V]
         w_norm = torch.linalg.vector_norm(probe.weight, dim=1).float()  # ||W||_2 of a single-logit head
         n = min(self.n_points, len(emb.y[Split.test][i]))
+        mix = inputs.mixture
+        reference = raw_reference(mix.mu("cpu"), self.scale, mix.noise_std, mix.prior, self.attack.norm, self.eps)
+        warn_vacuous(reference, tuple(mix.shape))
+        top = max(self.eps)
+        dense = raw_reference(mix.mu("cpu"), self.scale, mix.noise_std, mix.prior, self.attack.norm,
+                              [top * k / 100 for k in range(101)])  # the reference curves of the plot
 
         rows = {k: [] for k in ("clean_loss", "adv_loss", "bound_spectral", "bound_data", "criterion",
                                 "clean_accuracy", "robust_accuracy", "certified_but_broken")}
@@ -70,7 +189,7 @@ class RepresentationRobustness:
             delta_stats["median"].append(delta.median())
             delta_stats["max"].append(delta.max())
             delta_stats["from_end_to_end"].append(res["delta_e2e_wins"].mean())
-        return self._result(probe.labels, rows, delta_stats, w_norm)
+        return self._result(probe.labels, rows, delta_stats, w_norm, reference, dense)
 
     def _attack_batch(self, encoder, x, y, eps, w, b, w_norm, gen, dtype):
         """Per-point quantities [V, n] (V probe variants) for one batch at one eps."""
@@ -108,10 +227,20 @@ class RepresentationRobustness:
             "delta_e2e_wins": (e2e_shift > shift).float(),
         }
 
-    def _result(self, labels, rows, delta_stats, w_norm) -> MetricResult:
+    def _result(self, labels, rows, delta_stats, w_norm, ref: RawReference, dense: RawReference) -> MetricResult:
         res = MetricResult(self.name)
         eps = self.eps
-        table = {"eps": eps, "labels": labels}
+        table = {"eps": eps, "labels": labels, "reference_certified": list(ref.certified),
+                 "reference_optimal": list(ref.optimal), "vacuous": list(ref.vacuous)}
+        res.curves["reference/certified"] = Curve("eps", eps, list(ref.certified))
+        res.curves["reference/optimal"] = Curve("eps", eps, list(ref.optimal))
+        res.scalars.update({"reference/dual_norm": ref.dual_norm, "reference/radius_at_0.5": ref.radius_at_half,
+                            f"reference/radius_at_{VACUOUS_BELOW:g}": ref.radius_vacuous,
+                            "reference/n_vacuous": float(sum(ref.vacuous))})
+        for e, c, o, v in zip(eps, ref.certified, ref.optimal, ref.vacuous):
+            res.scalars[f"reference/certified/{eps_label(e)}"] = c
+            res.scalars[f"reference/optimal/{eps_label(e)}"] = o
+            res.scalars[f"reference/vacuous/{eps_label(e)}"] = float(v)
         for key in ("mean", "median", "max", "from_end_to_end"):
             values = torch.stack(delta_stats[key]).tolist()
             res.curves[f"delta_f/{key}"] = Curve("eps", eps, values)
@@ -122,7 +251,9 @@ class RepresentationRobustness:
                 values = [float(t[v]) for t in per_eps]
                 res.curves[f"{lab}/{key}"] = Curve("eps", eps, values)
                 table[f"{lab}/{key}"] = values
-                res.scalars[f"{lab}/{key}/max_eps"] = values[-1]
+                res.scalars[f"{lab}/{key}/max_eps"] = values[-1]  # the last radius: the key older runs have
+                if key in PER_RADIUS:
+                    res.scalars.update({f"{lab}/{key}/{eps_label(e)}": y for e, y in zip(eps, values)})
             res.plots.append(Plot(
                 f"robustness_bound_vs_eps_{lab}", f"Loss bound vs empirical adversarial loss ({lab})",
                 f"input-space epsilon ({self.attack.norm}, pixel units)", "logistic loss",
@@ -130,5 +261,16 @@ class RepresentationRobustness:
                  Series("bound (data-dependent)", eps, table[f"{lab}/bound_data"], "m-."),
                  Series("empirical adversarial loss", eps, table[f"{lab}/adv_loss"], "b-"),
                  Series("clean loss", eps, table[f"{lab}/clean_loss"], "k:")]))
+        marks = [e for e, v in zip(eps, ref.vacuous) if v]
+        res.plots.append(Plot(
+            "robustness_certified_vs_eps",
+            "Certified fraction vs eps" + (f" (vacuous: {', '.join(f'{e:g}' for e in marks)})" if marks else ""),
+            f"input-space epsilon ({self.attack.norm}, pixel units)", "fraction of test points",
+            [Series("raw-input Bayes classifier (reference)", list(dense.eps), list(dense.certified), "k-"),
+             Series("best any classifier can reach", list(dense.eps), list(dense.optimal), "k--"),
+             Series(f"vacuous below {VACUOUS_BELOW:g}", [0.0, max(eps)], [VACUOUS_BELOW] * 2, "r:")]
+            + [Series(f"criterion (ii) ({lab})", eps, table[f"{lab}/criterion"], "-s") for lab in labels]
+            + [Series(f"robust accuracy, attacked ({lab})", eps, table[f"{lab}/robust_accuracy"], ":^")
+               for lab in labels]))
         res.tables["per_eps"] = table
         return res
