@@ -4,10 +4,16 @@ Per scale: fit the probe on train features for every eps, score the test feature
 margin bound). Over the scale grid, the expected bound at threshold accuracy ``x`` is
 ``E(x) = mean_s B(s) 1[a(s) > x]``; the score at ``a_t`` is the ratio of the sums of ``E`` over grid points
 ``x_k >= a_t`` for the representation and for the raw-data Bayes classifier (closed form).
+
+A finite scale grid can decide the score on its own (docs/scoring.md, "When the grid decides the score"): a
+curve that never passes a_t scores 0 ("floored": not reached on this grid), and a grid whose every scale that
+counts for the raw classifier is saturated for both curves scores ~1 ("pinned"). Both are flagged as scalars
+and named in one warning line with the fix.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -19,6 +25,9 @@ from synbench.metrics.base import Curve, MetricInputs, MetricResult, Plot, Serie
 from synbench.probes import LinearProbe, RobustBayesProbe, accuracy_of
 
 TIE = 1e-12  # grid points within this of a threshold count as >= it (linspace rounding)
+WIDE_MAX = 16.0  # the largest scale of conf/mixture/wide.yaml, named in the floored warning
+
+log = logging.getLogger(__name__)
 
 
 def raw_accuracy(scales, noise_std: float) -> np.ndarray:
@@ -44,6 +53,36 @@ def expected_bound(acc: np.ndarray, bound: np.ndarray, grid: np.ndarray) -> np.n
 def score_ratio(e_rep: np.ndarray, e_raw: np.ndarray, grid: np.ndarray, threshold: float) -> np.ndarray:
     sel = grid >= threshold - TIE
     return e_rep[..., sel].sum(-1) / e_raw[sel].sum()
+
+
+def first_counted(grid: np.ndarray, threshold: float) -> float:
+    """The first threshold-grid point the score at ``threshold`` sums over: a curve adds to that score exactly
+    where its accuracy is strictly above this point (0.7010 for a_t = 0.7 on the default 100-point grid)."""
+    return float(grid[grid >= threshold - TIE][0])
+
+
+def saturation_point(grid: np.ndarray) -> float:
+    """The largest grid point an accuracy (<= 1) can exceed: above it a scale adds the same count of grid
+    points to E as any other saturated scale, for the raw classifier and the representation alike."""
+    return float(grid[grid < 1.0].max())
+
+
+def per_scale_mass(acc: np.ndarray, bound: np.ndarray, grid: np.ndarray, threshold: float) -> np.ndarray:
+    """What each scale adds to ``sum_{x_k >= threshold} E(x_k)``: ``B(s) #{k: threshold <= x_k < a(s)} / S``
+    (the sums of ``score_ratio`` regrouped by scale)."""
+    sel = grid[grid >= threshold - TIE]
+    count = (acc[..., None] > sel).sum(-1)
+    return np.where(count > 0, np.nan_to_num(bound) * count, 0.0) / acc.shape[-1]
+
+
+def crossing_estimate(scales, acc: np.ndarray, target: float, n_test: int) -> float | None:
+    """Scale at which a curve would pass ``target``, from a least-squares line through s = 0 in probit space
+    (``Phi^-1(a(s)) ~ b s``: exact for a linear encoder's Bayes probe, whose accuracy is ``Phi(rho s)``).
+    An estimate for the warning, not a measurement; None when the curve does not rise (b <= 0)."""
+    s = np.asarray(scales, dtype=np.float64)
+    q = norm.ppf(np.clip(acc, 0.5 / n_test, 1 - 0.5 / n_test))
+    slope = float((s * q).sum() / (s * s).sum())
+    return float(norm.ppf(target) / slope) if slope > 0 else None
 
 
 def probe_scores(probe: LinearProbe, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,10 +156,66 @@ class SynBenchScore:
         e_raw = expected_bound(acc_raw, bound_raw, self.grid)
         e_rep = expected_bound(acc_rep, bound_rep, self.grid)
         res = self._result(emb.scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw)
+        self._grid_ends(res, emb.scales, eps, acc_rep, acc_raw, bound_raw, int(emb.y[Split.test].shape[-1]),
+                        inputs.mixture.noise_std)
         # SynBench's eps is relative to ||u||: in representation units its best eps is this l2 radius per scale
         res.curves["recommended_radius"] = Curve("scale", [float(v) for v in emb.scales],
                                                  (res.scalars["best_eps"] * half_gap).tolist())
         return res
+
+    def _grid_ends(self, res: MetricResult, scales, eps, acc_rep, acc_raw, bound_raw, n_test: int,
+                   noise_std: float) -> None:
+        """Flag scores that the scale grid's ends decide rather than the encoder (docs/scoring.md, "When the
+        grid decides the score"); one warning line for the headline's.
+
+        - ``crossed/at_t``: some eps's accuracy curve passes ``first_counted(a_t)`` at some scale; exactly
+          then ``best/at_t`` > 0. ``floored`` is 1 when the headline's is not (score 0: "not reached").
+        - ``saturated_share``: the share of the headline's raw denominator from scales where the raw curve and
+          the best eps's curve are both above ``saturation_point``; those scales add ~the same to numerator
+          and denominator (B ~ 1 times the same count), so they pull the score toward 1 whatever the encoder.
+          ``pinned`` is 1 when that share is all of it: the score is ~1 by construction.
+        """
+        res.scalars["max_accuracy"] = float(acc_rep.max())
+        best_acc = acc_rep.max(axis=1)  # [E]
+        for t in self.thresholds:
+            res.scalars[f"crossed/at_{_fmt(t)}"] = float(best_acc.max() > first_counted(self.grid, t))
+        head, top = _fmt(self.headline), saturation_point(self.grid)
+        floored = res.scalars[f"crossed/at_{head}"] == 0.0
+        j = int(np.argmax([res.scalars[f"score/at_{head}/eps_{_fmt(e)}"] for e in eps]))  # the headline's eps
+        raw_mass = per_scale_mass(acc_raw, bound_raw, self.grid, self.headline)
+        both = (acc_raw > top) & (acc_rep[j] > top)
+        counts = raw_mass > 0
+        res.scalars["saturated_share"] = float(raw_mass[both].sum() / raw_mass.sum()) if counts.any() else 0.0
+        pinned = bool(counts.any() and np.all(both[counts]))
+        res.scalars["floored"] = float(floored)
+        res.scalars["pinned"] = float(pinned)
+        if floored:
+            k = int(np.argmax(best_acc))
+            counted = first_counted(self.grid, self.headline)
+            need = crossing_estimate(scales, acc_rep[k], counted, n_test)
+            if need is None:
+                hint = ("the curve does not rise (probit slope <= 0), so larger scales are unlikely to help: "
+                        "try another mixture.direction")
+            elif need <= max(scales):
+                hint = f"its end is close: add scales past s={max(scales):g} (mixture=wide goes to {WIDE_MAX:g})"
+            else:
+                where = "within mixture=wide" if need <= WIDE_MAX else f"beyond mixture=wide (max {WIDE_MAX:g})"
+                hint = (f"add larger scales (mixture=wide goes to {WIDE_MAX:g}); a probit line through s=0 puts "
+                        f"the crossing near s={need:.1f}, {where} (an estimate)")
+            log.warning("synbench: the representation's accuracy never passed a_t=%.2f on mixture.scales (max "
+                        "s=%g): best %.4f (eps=%g), where the score counts from %.4f; the score 0 means 'not "
+                        "reached on this grid', not a measurement; %s", self.headline, max(scales),
+                        float(best_acc[k]), float(eps[k]), counted, hint)
+        elif pinned:
+            lo = noise_std * norm.ppf(first_counted(self.grid, self.headline))
+            hi = noise_std * norm.ppf(top)
+            log.warning("synbench: at a_t=%.2f the raw classifier and the representation (eps=%g) are both "
+                        "saturated (accuracy > %.4f) at every scale of mixture.scales where the raw classifier passes "
+                        "a_t, so the score %.4f is ~1 by construction, not a measurement; add scales between %.2f "
+                        "and %.2f, where the raw accuracy is between a_t and saturation", self.headline,
+                        float(eps[j]), top, res.scalars["score"], lo, hi)
+        if floored or pinned:  # the job's closing summary prints it beside the score
+            res.headline = (*res.headline, "floored" if floored else "pinned")
 
     def _result(self, scales, eps, acc_rep, bound_rep, acc_raw, bound_raw, e_rep, e_raw) -> MetricResult:
         res = MetricResult(self.name, headline=("score", "best_eps"))
