@@ -19,7 +19,7 @@ from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
-from synbench.runner import CONF_DIR, finished_before, results_kept, reuse_finished, run_in_hydra
+from synbench.runner import CONF_DIR, dataset_for, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking import write_local_results
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
@@ -111,28 +111,6 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
                "run_url": tracker.run_url(mlrun)}
     _print_summary(summary, tracker, results)
     return summary
-
-
-def dataset_for(cfg: DictConfig, metrics):
-    """The job's dataset, read and checked (one line on bad data), when a metric reads it; else None. A metric
-    that needs labels without a labelled dataset is a one-line error; a dataset no metric reads is left unread,
-    with a warning (a sweep may hold it fixed over parts that do not read it)."""
-    needs = [mt.name for mt in metrics if getattr(mt, "needs_labels", False)]
-    if needs and cfg.dataset is None:
-        raise ValueError(f"metrics {', '.join(needs)} need a labelled dataset: add dataset=idx|npz|image_folder|hf "
-                         f"dataset.path=...")
-    if cfg.dataset is None:
-        return None
-    if not any(getattr(mt, "uses_dataset", False) for mt in metrics):
-        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream, spectrum or rmqm to "
-                    "metrics, e.g. metrics=[synbench,downstream])", cfg.dataset.name)
-        return None
-    data = build(cfg.dataset)
-    if needs and not data.has_labels:
-        raise ValueError(f"metrics {', '.join(needs)} need labels, and dataset.path={str(cfg.dataset.path)!r} holds "
-                         f"unlabelled images; put them in one subfolder per class, or drop {', '.join(needs)} "
-                         f"(spectrum and rmqm score unlabelled images)")
-    return data
 
 
 def _default_run_name(cfg: DictConfig) -> str:

@@ -16,6 +16,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from synbench.config import build
 from synbench.encoders.base import first_line
 from synbench.tracking import TrackingError, slurm
 from synbench.tracking.mlflow_run import PARENT_ENV, JobRun, fast_fail
@@ -93,6 +94,39 @@ def results_kept(path: Path):
         log.error("MLflow logging failed (%s); the results are safe in %s; re-run to log them "
                   "(resume re-runs every run that did not finish)", first_line(err), path)
         raise
+
+
+def dataset_for(cfg: DictConfig, metrics):
+    """The job's dataset, read and checked (one line on bad data), when a metric reads it; else None. A metric
+    that needs labels without a labelled dataset is a one-line error; a dataset no metric reads is left unread,
+    with a warning (a sweep may hold it fixed over parts that do not read it)."""
+    needs = [mt.name for mt in metrics if getattr(mt, "needs_labels", False)]
+    if needs and cfg.dataset is None:
+        raise ValueError(f"metrics {', '.join(needs)} need a labelled dataset: add dataset=idx|npz|image_folder|hf "
+                         f"dataset.path=...")
+    if cfg.dataset is None:
+        return None
+    if not any(getattr(mt, "uses_dataset", False) for mt in metrics):
+        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream, spectrum or rmqm to "
+                    "metrics, e.g. metrics=[synbench,downstream])", cfg.dataset.name)
+        return None
+    data = build(cfg.dataset)
+    if needs and not data.has_labels:
+        raise ValueError(f"metrics {', '.join(needs)} need labels, and dataset.path={str(cfg.dataset.path)!r} holds "
+                         f"unlabelled images; put them in one subfolder per class, or drop {', '.join(needs)} "
+                         f"(spectrum and rmqm score unlabelled images)")
+    return data
+
+
+def data_digest(cfg: DictConfig) -> str | None:
+    """The content digest of the real data a job (or a comparison) reads, part of its identity (``job_hash``);
+    None when it reads none. For a launcher that decides, before submitting, which jobs a FINISHED run already
+    did: the same answer the job gives itself."""
+    if "metrics" in cfg:
+        data = dataset_for(cfg, [build(node) for node in cfg.metrics.values()])
+    else:
+        data = build(cfg.dataset) if cfg.get("dataset") is not None else None
+    return data.digest if data is not None else None
 
 
 def finished_before(cfg: DictConfig, tracker, config_hash: str, kinds: tuple[str, ...] = ("job",)):

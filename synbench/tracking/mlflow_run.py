@@ -77,6 +77,7 @@ class MlflowTracker:
     def connect(self) -> str:
         """Check the store answers, create the experiment if needed; returns its id. One-line errors."""
         import mlflow
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         scheme = urlparse(self.uri).scheme
@@ -94,9 +95,15 @@ class MlflowTracker:
                     if self.artifact_location:
                         Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
                         location = Path(self.artifact_location).resolve().as_uri()
-                    exp_id = client.create_experiment(
-                        self.experiment, artifact_location=location,
-                        tags={"mlflow.experimentKind": "custom_model_development"})
+                    try:
+                        exp_id = client.create_experiment(
+                            self.experiment, artifact_location=location,
+                            tags={"mlflow.experimentKind": "custom_model_development"})
+                    except MlflowException:  # another sweep created it meanwhile: use theirs
+                        exp = client.get_experiment_by_name(self.experiment)
+                        if exp is None:
+                            raise
+                        exp_id = exp.experiment_id
                 else:
                     exp_id = exp.experiment_id
         except Exception as err:

@@ -64,3 +64,12 @@ def scheduler_stop(err: BaseException) -> str | None:
     if type(err).__name__ == "UncompletedJobError" and type(err).__module__.startswith("submitit"):
         return "TIMEOUT" if "timed-out" in str(err) else "PREEMPTED"
     return None
+
+
+def attempts(job: str, timeout_s: float = 15) -> int:
+    """How many attempts ``job`` has had (one more per requeue): sacct's rows, else scontrol's Restarts + 1."""
+    rows = _run(["sacct", "-n", "-X", "-P", "-D", "-o", "JobID", "-j", job], timeout_s).split()
+    if rows.count(job):
+        return rows.count(job)
+    fields = dict(re.findall(r"(\w+)=(\S*)", _run(["scontrol", "-o", "show", "job", job], timeout_s)))
+    return int(fields.get("Restarts") or 0) + 1

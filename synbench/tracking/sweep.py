@@ -66,6 +66,8 @@ class MlflowSweepCallback(Callback):
         try:
             client = MlflowClient(self.uri)
             run = client.get_run(parent)
+            if run.info.lifecycle_stage == "deleted":  # the launcher refused the sweep before any job ran
+                return
             runs = client.search_runs([run.info.experiment_id], max_results=10000,
                                       filter_string=f"tags.mlflow.parentRunId = '{parent}'")
             jobs = {r.data.tags.get("synbench.config_hash") for r in runs}
