@@ -218,8 +218,8 @@ def test_a_job_pending_for_a_reason_that_never_resolves_ends_the_sweep(cluster, 
     line, and no run is left RUNNING."""
     client = MlflowClient(server.uri)
     env = {**os.environ, **cluster}
-    failed = subprocess.run(["sbatch", "--parsable", "--wrap", "false"], capture_output=True, text=True, env=env,
-                            check=True).stdout.strip()
+    failed = subprocess.run(["sbatch", "--parsable", "--output", str(tmp_path / "failed-%j.out"), "--wrap", "false"],
+                            capture_output=True, text=True, env=env, check=True).stdout.strip()
     wait_until("the job it depends on FAILED", lambda: sacct_states(cluster, [failed]).get(failed) == "FAILED",
                timeout=60, every=0.5)
     proc = slurm_sweep(tmp_path, server, "never", "seed=0,1", conf=cluster, launcher=[
