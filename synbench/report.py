@@ -372,13 +372,14 @@ def too_few(metrics: list[str], column: str, n: int) -> str:
 
 def degenerate(name: str, values: np.ndarray, other: str) -> str | None:
     """Why ``name`` cannot be correlated with ``other`` over these models, or None: it is constant, or more
-    than half the models share one value (a score floored at 0 by a short grid, a vacuous radius's 0
-    accuracy): its ranking is then mostly ties, and a correlation would read them as a measurement."""
+    than half the models, and at least 3, share one value (a score floored at 0 by a short grid, a vacuous
+    radius's 0 accuracy): its ranking is then mostly ties, and a correlation would read them as a measurement.
+    Two models tied is just a tie."""
     vals, counts = np.unique(values, return_counts=True)
     v, k, n = float(vals[counts.argmax()]), int(counts.max()), len(values)
     if k == n:
         return f"{name!r} is constant over the sweep ({v:.4g} for all {n} models): not correlated with {other!r}"
-    if 2 * k > n:
+    if 2 * k > n and k >= 3:
         lo, hi = value_range(name)
         kind = "floored" if v == lo else "at its ceiling" if v == hi else "mostly one value"
         return (f"{name!r} is {v:.4g} for {k} of {n} models ({kind}): not correlated with {other!r}; read its "
