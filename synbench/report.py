@@ -370,21 +370,28 @@ def too_few(metrics: list[str], column: str, n: int) -> str:
     return f"cannot correlate {', '.join(metrics)} with {column!r}: {have} both (need >= {MIN_MODELS})"
 
 
-def degenerate(name: str, values: np.ndarray, other: str) -> str | None:
-    """Why ``name`` cannot be correlated with ``other`` over these models, or None: it is constant, or more
-    than half the models, and at least 3, share one value (a score floored at 0 by a short grid, a vacuous
-    radius's 0 accuracy): its ranking is then mostly ties, and a correlation would read them as a measurement.
-    Two models tied is just a tie."""
+def degenerate(name: str, values: np.ndarray) -> str | None:
+    """Why ``name`` cannot be correlated over these models, or None: it is constant, or more than half the
+    models, and at least 3, share one value (a score floored at 0 by a short grid, a vacuous radius's 0
+    accuracy): its ranking is then mostly ties, and a correlation would read them as a measurement. Two
+    models tied is just a tie."""
     vals, counts = np.unique(values, return_counts=True)
     v, k, n = float(vals[counts.argmax()]), int(counts.max()), len(values)
     if k == n:
-        return f"{name!r} is constant over the sweep ({v:.4g} for all {n} models): not correlated with {other!r}"
+        return f"{name!r} is constant over the sweep ({v:.4g} for all {n} models)"
     if 2 * k > n and k >= 3:
         lo, hi = value_range(name)
         kind = "floored" if v == lo else "at its ceiling" if v == hi else "mostly one value"
-        return (f"{name!r} is {v:.4g} for {k} of {n} models ({kind}): not correlated with {other!r}; read its "
-                f"runs for why (e.g. synbench/floored, a vacuous radius)")
+        return f"{name!r} is {v:.4g} for {k} of {n} models ({kind})"
     return None
+
+
+def stuck_note(reason: str, others: list[str]) -> str:
+    """One note per degenerate column, whatever the number of columns it would have been paired with."""
+    which = repr(others[0]) if len(others) == 1 else \
+        f"any of {len(others)} columns ({', '.join(map(repr, others[:2]))}, ...)"
+    hint = "" if "constant" in reason else "; read its runs for why (e.g. synbench/floored, a vacuous radius)"
+    return f"{reason}: not correlated with {which}{hint}"
 
 
 def correlate(means: dict, truth: dict, n_boot: int, seed: int) -> tuple[list[dict], list[str]]:
@@ -392,20 +399,21 @@ def correlate(means: dict, truth: dict, n_boot: int, seed: int) -> tuple[list[di
     truth column and model count that is too small to correlate (so a skipped pair is never silent)."""
     if truth and not means:
         return [], [f"no label-free metric in the runs to correlate with {', '.join(map(repr, truth))}"]
-    rows, short, used, notes = [], defaultdict(list), set(), []
+    rows, short, used, notes, stuck = [], defaultdict(list), set(), [], {}
     for column in sorted(truth, key=rank):
         for metric in sorted(means, key=rank):
             models, x, y = paired(means[metric], truth[column])
             if len(models) < MIN_MODELS:
                 short[(column, len(models))].append(metric)
                 continue
-            stuck = degenerate(metric, x, column) or degenerate(column, y, metric)
-            if stuck:  # no correlation to speak of: said, never a blank row or a number
-                notes.append(stuck)
+            why = degenerate(metric, x) or degenerate(column, y)
+            if why:  # no correlation to speak of: said (once per column), never a blank row or a number
+                stuck.setdefault(why, []).append(column if why.startswith(repr(metric)) else metric)
                 continue
             name = unique(f"{safe_name(metric)}__{safe_name(column)}", used)
             rows.append({"metric": metric, "truth": column, "models": len(models),
                          **correlations(x, y, n_boot, seed), "scatter": f"scatter/{name}.png"})
+    notes += [stuck_note(why, others) for why, others in stuck.items()]
     for (column, n), metrics in short.items():
         notes.append(too_few(metrics, column, n))
     return rows, notes

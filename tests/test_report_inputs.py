@@ -335,9 +335,11 @@ def test_a_metric_stuck_at_one_value_for_most_models_is_flagged_not_correlated(s
     assert "'synbench/score' is 0 for 7 of 9 models (floored): not correlated with 'mnist: downstream/accuracy'" in err
     corr = read(out / parent / "correlations.csv")
     assert [c["metric"] for c in corr] == ["spectrum/rankme"]
-    assert report.degenerate("x", np.array([1.0, 1.0, 2.0, 3.0]), "y") is None  # half is not most
-    assert report.degenerate("x", np.array([0.0, 0.0, 0.5]), "y") is None  # two models tied: just a tie
-    assert "(at its ceiling)" in report.degenerate("synbench/score", np.array([1.0, 1.0, 1.0, 0.5]), "y")
+    assert report.degenerate("x", np.array([1.0, 1.0, 2.0, 3.0])) is None  # half is not most
+    assert report.degenerate("x", np.array([0.0, 0.0, 0.5])) is None  # two models tied: just a tie
+    assert "(at its ceiling)" in report.degenerate("synbench/score", np.array([1.0, 1.0, 1.0, 0.5]))
+    many = report.stuck_note("'x' is 0 for 7 of 9 models (floored)", ["a", "b", "c"])  # one note per column
+    assert many.startswith("'x' is 0 for 7 of 9 models (floored): not correlated with any of 3 columns ('a', 'b', ...)")
 
 
 def test_a_job_run_as_parent_names_its_sweep(sweep, tmp_path):
