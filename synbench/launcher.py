@@ -38,7 +38,7 @@ from synbench.config import job_hash
 from synbench.encoders.base import first_line
 from synbench.runner import data_digest, reuse_finished
 from synbench.tracking import slurm
-from synbench.tracking.mlflow_run import PARENT_ENV
+from synbench.tracking.mlflow_run import PARENT_ENV, tag_sweep_error
 from synbench.tracking.sweep import tracker_from
 
 log = logging.getLogger(__name__)
@@ -290,12 +290,5 @@ class SlurmLauncher(PluginSlurmLauncher):
         raise SweepFailed(f"synbench: error: {message}")
 
     def _tag_parent(self, message: str) -> None:
-        """The sweep's parent run keeps the line (it ends FAILED when the sweep exits)."""
-        parent = os.environ.get(PARENT_ENV)
-        if parent:
-            from mlflow.tracking import MlflowClient
-
-            try:
-                MlflowClient(tracker_from(self.config).uri).set_tag(parent, "synbench.error", message[:5000])
-            except Exception as err:
-                log.warning("could not tag the sweep's parent run: %s", first_line(err))
+        if os.environ.get(PARENT_ENV):  # a sweep of the callback's, whose tracking config is then set
+            tag_sweep_error(tracker_from(self.config).uri, message)

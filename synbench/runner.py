@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 from synbench.config import build
 from synbench.encoders.base import first_line
 from synbench.tracking import TrackingError, slurm
-from synbench.tracking.mlflow_run import PARENT_ENV, JobRun, fast_fail
+from synbench.tracking.mlflow_run import JobRun, tag_sweep_error
 
 log = logging.getLogger("synbench")
 
@@ -52,7 +51,7 @@ def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
             _drop_if_empty(output_dir, hc.output_subdir)
             raise SystemExit(f"{prog}: error: {err}") from None
         line = f"{prog}: error: job #{hc.job.num} ({hc.job.override_dirname or 'no overrides'}): {err}"
-        _tag_sweep(cfg, line)
+        tag_sweep_error(str(cfg.tracking.uri), line, float(cfg.tracking.connect_timeout_s))
         if hc.launcher._target_.endswith(".BasicLauncher"):
             raise SystemExit(f"{line}; the sweep stops here (re-run it once fixed: finished jobs are skipped)") \
                 from None
@@ -69,19 +68,6 @@ def _drop_if_empty(folder: Path, hydra_subdir: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # only when empty
-
-
-def _tag_sweep(cfg: DictConfig, line: str) -> None:
-    """The parent run of a sweep says which job refused its input, and why (best effort: the line is printed)."""
-    parent = os.environ.get(PARENT_ENV)
-    if parent:
-        from mlflow.tracking import MlflowClient
-
-        try:
-            with fast_fail(float(cfg.tracking.connect_timeout_s)):
-                MlflowClient(str(cfg.tracking.uri)).set_tag(parent, "synbench.error", line[:5000])
-        except Exception as tag_err:  # noqa: BLE001 - the job's own error is what the user must see
-            log.warning("could not tag the sweep's parent run %s: %s", parent, first_line(tag_err))
 
 
 @contextlib.contextmanager

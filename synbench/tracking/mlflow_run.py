@@ -227,6 +227,20 @@ class MlflowTracker:
         return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
 
 
+def tag_sweep_error(uri: str, message: str, timeout_s: float = 10) -> None:
+    """The running sweep's parent run (``PARENT_ENV``) keeps why the sweep failed in ``synbench.error``; best
+    effort: the caller has printed the line, and its own error is what the user must see."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with fast_fail(timeout_s):
+                MlflowClient(uri).set_tag(parent, "synbench.error", message[:5000])
+        except Exception as err:  # noqa: BLE001
+            log.warning("could not tag the sweep's parent run %s: %s", parent, str(err).strip()[:300])
+
+
 def process_tags() -> dict[str, str]:
     """Who runs a job: what a later run checks to tell a live RUNNING run from one whose process died, and
     under Slurm which job and attempt it is (to ask the scheduler what became of it)."""
