@@ -4,11 +4,19 @@
     python scripts/prepare_mnist.py && python scripts/bench_downstream.py              # test_vit, the CPU default
     python scripts/bench_downstream.py --model vit_small_patch16_224 --n-points 1024  # on a GPU
 
+    python scripts/bench_downstream.py --probe     # the probe alone on Fashion-MNIST pixels, beside scikit-learn
+
 Rows, each on the same model, batch size and device: the bare forward (transform + model on resident batches of
 MNIST images), the embedding pass (``embed_dataset``, cache off: reading, transform, forward), the softmax probe
 (penalty search + refit), the end-to-end attack (PGD and the bound's Delta_f at every radius), and the whole job
 (``synbench.app.run`` with ``metrics=[downstream]``: loading and hashing the npz, tuning, embedding, probe,
 attack, MLflow to a throwaway store created before the clock starts). Random-init weights. Prints a table.
+
+``--probe``: the softmax probe alone at the width of real encoders, in one run beside scikit-learn's
+``LogisticRegression(C=1, max_iter=1000)`` (lbfgs) on the same standardised features: Fashion-MNIST's raw
+pixels (60,000 x 784; Debian's dataset-fashion-mnist) and 2,048 random ReLU features of them. Rows: the probe's
+penalty search + refit at the configured tolerance and at 1e-9 (the earlier default), and scikit-learn's one
+fit at C = 1; time and test accuracy each.
 """
 
 from __future__ import annotations
@@ -36,13 +44,54 @@ from synbench.metrics import MetricInputs  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def probe_table(probe_cfg) -> None:
+    """The probe against scikit-learn on the same features (``--probe``); prints a table."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from synbench.data.readers import read_idx
+    from synbench.probes.softmax import SoftmaxProbe
+
+    data = read_idx("fashion_mnist", str(FASHION), 0.2, 0)
+    (x, y), (xt, yt) = (data.take(s, slice(None), "cpu") for s in (Split.train, Split.test))
+    x, xt = x.flatten(1).double(), xt.flatten(1).double()
+    w = torch.randn(x.shape[1], 2048, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    features = {"raw pixels": (x, xt), "2,048 random ReLU features": ((x @ w).relu(), (xt @ w).relu())}
+    print(f"\nsoftmax probe on Fashion-MNIST ({len(y):,} train, {len(yt):,} test), {os.cpu_count()} CPU cores, "
+          f"torch {torch.__version__}\n")
+    print("| features | fit | seconds | test accuracy |\n|---|---|---:|---:|")
+    for name, (z, zt) in features.items():
+        label = f"{name} ({z.shape[1]})"
+        for tol in (float(probe_cfg.tol), 1e-9):
+            probe = SoftmaxProbe(list(probe_cfg.penalties), probe_cfg.val_fraction, probe_cfg.max_iter, tol)
+            t0 = time.perf_counter()
+            head = probe.fit(z, y, 10, 0)
+            print(f"| {label} | synbench: {len(probe.penalties)} penalties + refit, tol {tol:g} (chose "
+                  f"{head.penalty:g}) | {time.perf_counter() - t0:.1f} | {head.accuracy(zt, yt):.4f} |", flush=True)
+        scaler = StandardScaler().fit(z.numpy())
+        t0 = time.perf_counter()
+        clf = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(z.numpy()), y.numpy())
+        seconds = time.perf_counter() - t0
+        acc = float(np.mean(clf.predict(scaler.transform(zt.numpy())) == yt.numpy()))
+        print(f"| {label} | scikit-learn LogisticRegression(C=1, max_iter=1000), one fit | {seconds:.1f} | "
+              f"{acc:.4f} |", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "outputs" / "data" / "mnist.npz")
     p.add_argument("--model", default="test_vit")
     p.add_argument("--n-points", type=int, default=256, help="test images attacked per radius")
     p.add_argument("--device", default="auto")
+    p.add_argument("--probe", action="store_true", help="only the probe against scikit-learn (Fashion-MNIST pixels)")
     args = p.parse_args(argv)
+    if args.probe:
+        probe_table(compose_job(["dataset=npz", "dataset.path=x.npz", "metrics=[downstream]"]).metrics.downstream.probe)
+        return 0
     if not args.data.is_file():
         raise SystemExit(f"bench_downstream: error: {args.data} is missing; run python scripts/prepare_mnist.py")
     with tempfile.TemporaryDirectory() as tmp:

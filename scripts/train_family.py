@@ -1,14 +1,21 @@
 #!/usr/bin/env python
-"""Train the MNIST family (``synbench/encoders/family.py``) into ``outputs/family/<member>.safetensors``.
+"""Train a family (``synbench/encoders/family.py``) into ``outputs/family/<domain>/<member>.safetensors``.
 
-    python scripts/prepare_mnist.py && python scripts/train_family.py      # every member, minutes on 2 cores
-    python scripts/train_family.py --members random_cnn_a,linear,cnn_w8 --steps-scale 0.3   # the CI subset
+    python scripts/prepare_mnist.py && python scripts/train_family.py                  # the MNIST family
+    python scripts/train_family.py --domain fashion_mnist                             # the Fashion-MNIST family
+    python scripts/train_family.py --members random_cnn_s0,linear_s0,cnn_w8_s0 --steps-scale 0.3   # a CI subset
 
 Seeded: the same member, seed and data give the same bytes on the same machine. A member whose checkpoint
-exists is skipped (``--force`` retrains). Supervised members train with a softmax head on MNIST's train split
-(Adam, batch 128; the head is not saved); ``simclr`` members never see a label: SimCLR's NT-Xent loss (Chen et
-al. 2020, temperature 0.5) on two random affine views of each image (rotation, scale, shift) and pixel noise,
-through a 2-layer projection head (not saved). Untrained members save their seeded init. Prints a table.
+exists is skipped (``--force`` retrains). Members of one training run (``Recipe.run``: an early and a late
+checkpoint) are snapshots of one run, trained once. Every recipe trains on the domain's train split only, with
+Adam (lr 1e-3) on mini-batches of 64 (SimCLR: 128 pairs):
+- supervised: a softmax head (not saved); ``label_noise`` replaces that fraction of the labels by seeded
+  uniform random ones, once, before training;
+- simclr: SimCLR's NT-Xent loss (Chen et al. 2020, temperature 0.5) on two random affine views of each image
+  (rotation, scale, shift) plus pixel noise, through a 2-layer projection head (not saved); never a label;
+- autoencoder: mean squared reconstruction of the (normalised) pixels through a 64-256-784 decoder (not
+  saved); never a label.
+Untrained members save their seeded init. Prints a table.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import math
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,12 +37,13 @@ from torch import nn  # noqa: E402
 
 from synbench.data import Split  # noqa: E402
 from synbench.data.mixture import derive_seed  # noqa: E402
-from synbench.data.readers import read_npz  # noqa: E402
-from synbench.encoders.family import FEATURES, MEMBERS, Member  # noqa: E402
+from synbench.data.readers import read_idx, read_npz  # noqa: E402
+from synbench.encoders.family import DOMAINS, FEATURES, MEMBERS, Recipe, parse  # noqa: E402
 from synbench.encoders.weights import seeded  # noqa: E402
 from synbench.files import replace_atomically  # noqa: E402
 
-BATCH, SIMCLR_BATCH, LR, TEMPERATURE = 128, 256, 1e-3, 0.5
+BATCH, SIMCLR_BATCH, LR, TEMPERATURE = 64, 128, 1e-3, 0.5
+DATA = {"mnist": ROOT / "outputs" / "data" / "mnist.npz", "fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 
 
 def batches(n: int, size: int, steps: int, gen: torch.Generator):
@@ -46,18 +55,6 @@ def batches(n: int, size: int, steps: int, gen: torch.Generator):
                 break
             yield idx
             done += 1
-
-
-def supervised(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, gen: torch.Generator) -> float:
-    head = nn.Linear(FEATURES, 10)
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=LR)
-    loss = torch.zeros(())
-    for idx in batches(len(x), BATCH, steps, gen):
-        loss = F.cross_entropy(head(net(x[idx])), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return loss.item()
 
 
 def views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -74,67 +71,120 @@ def views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out + 0.1 * torch.randn(x.shape, generator=gen)
 
 
-def simclr(net: nn.Module, x: torch.Tensor, steps: int, gen: torch.Generator) -> float:
-    proj = nn.Sequential(nn.Linear(FEATURES, FEATURES), nn.ReLU(), nn.Linear(FEATURES, 32))
-    opt = torch.optim.Adam([*net.parameters(), *proj.parameters()], lr=LR)
-    loss = torch.zeros(())
-    for idx in batches(len(x), SIMCLR_BATCH, steps, gen):
-        z = F.normalize(proj(net(torch.cat([views(x[idx], gen), views(x[idx], gen)]))), dim=1)
+class Objective:
+    """What one recipe minimises: a head that is trained beside the encoder and thrown away, and the loss of
+    one mini-batch of row indices."""
+
+    def __init__(self, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        self.kind, self.x, self.gen = recipe.objective, x, gen
+        self.batch = SIMCLR_BATCH if self.kind == "simclr" else BATCH
+        if self.kind == "supervised":
+            self.y = y.clone()
+            noisy = torch.rand(len(y), generator=gen) < recipe.label_noise
+            self.y[noisy] = torch.randint(0, int(y.max()) + 1, (int(noisy.sum()),), generator=gen)
+            self.head = nn.Linear(FEATURES, int(y.max()) + 1)
+        elif self.kind == "simclr":
+            self.head = nn.Sequential(nn.Linear(FEATURES, FEATURES), nn.ReLU(), nn.Linear(FEATURES, 32))
+        elif self.kind == "autoencoder":
+            self.head = nn.Sequential(nn.Linear(FEATURES, 256), nn.ReLU(), nn.Linear(256, 28 * 28))
+        else:
+            raise ValueError(f"unknown objective {self.kind!r}")
+
+    def loss(self, net: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        x = self.x[idx]
+        if self.kind == "supervised":
+            return F.cross_entropy(self.head(net(x)), self.y[idx])
+        if self.kind == "autoencoder":
+            return F.mse_loss(self.head(net(x)), x.flatten(1))
+        z = F.normalize(self.head(net(torch.cat([views(x, self.gen), views(x, self.gen)]))), dim=1)
         sim = z @ z.T / TEMPERATURE
         sim.fill_diagonal_(-math.inf)  # a view is not its own positive
         n = len(idx)
-        positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-        loss = F.cross_entropy(sim, positive)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return loss.item()
+        return F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
 
 
-def train(name: str, member: Member, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[nn.Module, float]:
-    with seeded(member.seed):
-        net = member.build()
-    gen = torch.Generator().manual_seed(derive_seed("train-family", name, member.seed))
-    if member.recipe == "supervised":
-        return net, supervised(net, x, y, steps, gen)
-    if member.recipe == "simclr":
-        return net, simclr(net, x, steps, gen)
-    return net, math.nan
+def train_run(run: str, seed: int, recipe: Recipe, snapshots: dict[int, list[str]], x, y, domain: str,
+              save) -> list[tuple[str, int, float]]:
+    """One seeded training run of ``recipe``, saved at every step count in ``snapshots`` (-> member names)."""
+    with seeded(derive_seed("family-init", run, seed)):
+        net = recipe.build()
+    gen = torch.Generator().manual_seed(derive_seed("train-family", domain, run, seed))
+    out, loss = [], math.nan
+    if recipe.objective != "none":
+        objective = Objective(recipe, x, y, gen)
+        opt = torch.optim.Adam([*net.parameters(), *objective.head.parameters()], lr=LR)
+        for step, idx in enumerate(batches(len(x), objective.batch, max(snapshots), gen), start=1):
+            batch_loss = objective.loss(net, idx)
+            opt.zero_grad()
+            batch_loss.backward()
+            opt.step()
+            loss = batch_loss.item()
+            for name in snapshots.get(step, []):
+                save(name, net, step)
+                out.append((name, step, loss))
+    for name in snapshots.get(0, []):
+        save(name, net, 0)
+        out.append((name, 0, loss))
+    return out
+
+
+def read_domain(domain: str, path: Path):
+    if not path.exists():
+        hint = "run python scripts/prepare_mnist.py" if domain == "mnist" else "apt-get install dataset-fashion-mnist"
+        raise SystemExit(f"train_family: error: --data {path} is missing; {hint}")
+    reader = read_npz if path.suffix == ".npz" else read_idx
+    # the split of conf/dataset/{mnist,fashion_mnist}.yaml: the data's own train split (test_fraction unused)
+    return reader(domain, str(path), test_fraction=0.2, split_seed=0)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=ROOT / "outputs" / "data" / "mnist.npz")
-    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "family")
-    p.add_argument("--members", default=",".join(MEMBERS), help=f"comma-separated, of: {', '.join(MEMBERS)}")
+    p.add_argument("--domain", default="mnist", choices=DOMAINS, help="the data the family trains on")
+    p.add_argument("--data", type=Path, help="its file or folder (default: outputs/data/mnist.npz for mnist, "
+                                             "Debian's /usr/share/datasets/fashion-mnist for fashion_mnist)")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "family", help="checkpoints go to OUT/<domain>/")
+    p.add_argument("--members", default=",".join(MEMBERS), help="comma-separated <recipe>_s<seed> (default: all)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every recipe's steps (CI: fewer)")
     p.add_argument("--force", action="store_true", help="retrain members whose checkpoint exists")
     args = p.parse_args(argv)
     names = [m.strip() for m in args.members.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MEMBERS]
-    if unknown or not names:
-        raise SystemExit(f"train_family: error: --members {args.members!r}: unknown {', '.join(unknown) or 'none given'};"
-                         f" valid: {', '.join(MEMBERS)}")
+    try:
+        parsed = {name: parse(name) for name in names}
+    except ValueError as err:
+        raise SystemExit(f"train_family: error: --members: {err}") from None
+    if not names:
+        raise SystemExit("train_family: error: --members is empty")
     if not args.steps_scale > 0:
         raise SystemExit(f"train_family: error: --steps-scale {args.steps_scale} must be > 0")
-    if not args.data.is_file():
-        raise SystemExit(f"train_family: error: {args.data} is missing; run python scripts/prepare_mnist.py")
-    data = read_npz("mnist", str(args.data), test_fraction=0.2, split_seed=0)
+    out = args.out / args.domain
+    todo = [n for n in names if args.force or not (out / f"{n}.safetensors").is_file()]
+    print("| member | steps | last loss | seconds | checkpoint |\n|---|---:|---:|---:|---|")
+    for name in sorted(set(names) - set(todo), key=names.index):
+        print(f"| {name} | | | | {out / name}.safetensors (kept) |", flush=True)
+    if not todo:
+        return 0
+    data = read_domain(args.domain, args.data or DATA[args.domain])
     x, y = data.take(Split.train, slice(None), "cpu")
-    x = (x - 0.5) / 0.5  # the encoder's own normalisation (conf/model/mnist_family.yaml: mean 0.5, std 0.5)
-    print(f"| member | recipe | steps | last loss | seconds | checkpoint |\n|---|---|---:|---:|---:|---|")
-    for name in names:
-        member, path = MEMBERS[name], args.out / f"{name}.safetensors"
-        if path.is_file() and not args.force:
-            print(f"| {name} | {member.recipe} | | | | {path} (kept) |", flush=True)
-            continue
-        steps = max(1, round(member.steps * args.steps_scale)) if member.recipe != "none" else 0
-        t0 = time.perf_counter()
-        net, loss = train(name, member, x, y, steps)
+    x = (x - 0.5) / 0.5  # the encoder's own normalisation (conf/model/family.yaml: mean 0.5, std 0.5)
+    runs: dict[tuple[str, int], dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    recipe_of = {}
+    for name in todo:
+        recipe_name, recipe, seed = parsed[name]
+        run = recipe.run or recipe_name
+        steps = max(1, round(recipe.steps * args.steps_scale)) if recipe.objective != "none" else 0
+        runs[run, seed][steps].append(name)
+        recipe_of[run, seed] = max(recipe_of.get((run, seed), recipe), recipe, key=lambda r: r.steps)
+
+    def save(name: str, net: nn.Module, steps: int) -> None:
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-        replace_atomically(path, lambda tmp: save_file(state, tmp, metadata={"member": name, "steps": str(steps)}))
-        print(f"| {name} | {member.recipe} | {steps} | {loss:.4f} | {time.perf_counter() - t0:.1f} | {path} |",
-              flush=True)
+        replace_atomically(out / f"{name}.safetensors", lambda tmp: save_file(
+            state, tmp, metadata={"member": name, "domain": args.domain, "steps": str(steps)}))
+
+    for (run, seed), snapshots in runs.items():
+        t0 = time.perf_counter()
+        for name, steps, loss in train_run(run, seed, recipe_of[run, seed], snapshots, x, y, args.domain, save):
+            print(f"| {name} | {steps} | {loss:.4f} | {time.perf_counter() - t0:.1f} | {out / name}.safetensors |",
+                  flush=True)
     return 0
 
 

@@ -177,6 +177,7 @@ class SoftmaxProbeConf:
     penalties: list[float] = MISSING  # L2 grid, on standardised features; the best held-out accuracy wins
     val_fraction: float = MISSING  # share of the train split held out to choose the penalty
     max_iter: int = MISSING  # L-BFGS iterations per fit
+    tol: float = MISSING  # L-BFGS stops once every gradient entry is below it
 
 
 @dataclass
@@ -185,6 +186,13 @@ class DownstreamConf:
     probe: SoftmaxProbeConf = MISSING
     attack: AttackConf = MISSING
     n_points: Optional[int] = None  # test images attacked (the first ones); null: all
+
+
+@dataclass
+class LogMEConf:
+    _target_: str = "synbench.metrics.logme.LogME"
+    tol: float = MISSING  # MacKay's fixed point stops when alpha and beta both change by less than this, relatively
+    max_iter: int = MISSING  # fixed-point iterations per class at most
 
 
 @dataclass
@@ -324,6 +332,7 @@ def register() -> None:
     cs.store(group="metrics", name="base_spectrum", node=SpectrumConf)
     cs.store(group="metrics", name="base_rmqm", node=RMQMConf)
     cs.store(group="metrics", name="base_downstream", node=DownstreamConf)
+    cs.store(group="metrics", name="base_logme", node=LogMEConf)
     cs.store(group="attack", name="base_attack", node=AttackConf)
     cs.store(group="dataset", name="base_image_folder", node=ImageFolderDatasetConf)
     cs.store(group="dataset", name="base_npz", node=NpzDatasetConf)
