@@ -230,8 +230,9 @@ def manifold_vs_truth(comparison: Path, values: dict, reference: str) -> str:
 
 def fill(page: str, tables: dict[str, str]) -> str:
     """``page`` with the text between each ``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` replaced by
-    ``tables[NAME]``; a marker the page lacks, or a table the run did not make, is an error naming it."""
-    names = re.findall(r"<!-- study:([\w-]+) -->", page)
+    ``tables[NAME]``; a marker is a line of its own (prose may name one), and a marker whose table the run did
+    not make is an error naming it."""
+    names = re.findall(r"^<!-- study:([\w-]+) -->$", page, flags=re.M)  # a marker is a line of its own
     if not names:
         raise SystemExit("validity: error: the page has no <!-- study:NAME --> markers to fill")
     missing = sorted(set(names) - set(tables))
@@ -239,8 +240,9 @@ def fill(page: str, tables: dict[str, str]) -> str:
         raise SystemExit(f"validity: error: the page has markers for {', '.join(missing)} but the run made no such "
                          f"table (made: {', '.join(sorted(tables))})")
     for name in names:
-        page = re.sub(rf"(<!-- study:{name} -->\n).*?(<!-- /study:{name} -->)",
-                      lambda m: m.group(1) + tables[name].rstrip() + "\n" + m.group(2), page, flags=re.S)
+        page = re.sub(rf"(^<!-- study:{name} -->\n).*?(^<!-- /study:{name} -->$)",
+                      lambda m: m.group(1) + tables[name].rstrip() + "\n" + m.group(2), page,
+                      flags=re.S | re.M)
     return page
 
 

@@ -93,8 +93,8 @@ def dataset_for(cfg: DictConfig, metrics):
     if cfg.dataset is None:
         return None
     if not any(getattr(mt, "uses_dataset", False) for mt in metrics):
-        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream, spectrum or rmqm to "
-                    "metrics, e.g. metrics=[synbench,downstream])", cfg.dataset.name)
+        log.warning("dataset=%s is set but no metric reads it: it is not loaded (add downstream, logme, spectrum or "
+                    "rmqm to metrics, e.g. metrics=[synbench,downstream])", cfg.dataset.name)
         return None
     data = build(cfg.dataset)
     if needs and not data.has_labels:

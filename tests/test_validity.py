@@ -124,9 +124,9 @@ def test_the_study_writes_its_tables(study):
 
 def test_fill_replaces_between_markers_and_names_a_missing_table():
     fill = script().fill
-    page = "intro\n<!-- study:a -->\nold\n<!-- /study:a -->\nmid\n<!-- study:b -->\n<!-- /study:b -->\nend\n"
+    page = "intro: tables go between `<!-- study:NAME -->` lines\n<!-- study:a -->\nold\n<!-- /study:a -->\nmid\n<!-- study:b -->\n<!-- /study:b -->\nend\n"
     out = fill(page, {"a": "| x |", "b": "B"})
-    assert out == "intro\n<!-- study:a -->\n| x |\n<!-- /study:a -->\nmid\n<!-- study:b -->\nB\n<!-- /study:b -->\nend\n"
+    assert out == "intro: tables go between `<!-- study:NAME -->` lines\n<!-- study:a -->\n| x |\n<!-- /study:a -->\nmid\n<!-- study:b -->\nB\n<!-- /study:b -->\nend\n"
     assert fill(out, {"a": "| x |", "b": "B"}) == out  # idempotent
     with pytest.raises(SystemExit, match="markers for b but the run made no such table"):
         fill(page, {"a": "x"})
