@@ -193,7 +193,7 @@ def members_table(values: dict, domain: str) -> str:
     return "\n".join(lines)
 
 
-def correlation_table(corr: list[dict], domain: str) -> str:
+def correlation_table(corr: list[dict]) -> str:
     """The headline rows of correlations.csv: every score against home and transfer accuracy, both subsets."""
     lines = ["| score | truth | subset | members (recipes) | Kendall tau [95% CI] | p | p (Holm, whole table) |",
              "|---|---|---|---:|---|---:|---:|"]
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
               "manifold": manifold_vs_truth(study / "compare" / "comparison.json", values["mnist"], reference)}
     for domain in domains:
         tables[f"members-{domain}"] = members_table(values[domain], domain)
-        tables[f"correlations-{domain}"] = correlation_table(corr[domain], domain)
+        tables[f"correlations-{domain}"] = correlation_table(corr[domain])
         tables[f"bound-{domain}"] = bound_table(runs[domain])
     timings.append(("claims and tables", time.perf_counter() - t0))
     total = time.perf_counter() - t_all
