@@ -56,6 +56,24 @@ def robust_root(u: torch.Tensor, d: torch.Tensor, eps: torch.Tensor, max_iter: i
     return torch.where(active, lam, torch.full_like(lam, float("inf")))
 
 
+def covariance_eigs(resid: torch.Tensor, dof: int, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues ``> floor`` of ``S = resid^T resid / dof`` and their eigenvectors (columns).
+
+    With fewer rows than features (a wide encoder on a few hundred samples) ``S`` has rank ``< n`` and its
+    other eigenvalues are 0, below any floor; the kept pairs come from the ``n x n`` Gram matrix instead:
+    ``G a = l a`` gives ``S``'s eigenvalue ``l / dof`` with eigenvector ``resid^T a / sqrt(l)``. Same pairs,
+    at ``O(n^2 D)`` instead of the ``O(D^3)`` of a 4,096-wide covariance."""
+    n, dim = resid.shape
+    if n >= dim:
+        evals, evecs = torch.linalg.eigh(resid.T @ resid / dof)
+        keep = evals > floor
+        return evals[keep], evecs[:, keep]
+    lam, a = torch.linalg.eigh(resid @ resid.T)
+    keep = lam / dof > floor
+    lam, a = lam[keep], a[:, keep]
+    return lam / dof, (resid.T @ a) / lam.sqrt()
+
+
 class RobustBayesProbe:
     """Fit the eps-robust Bayes probe for a whole eps grid from one eigendecomposition."""
 
@@ -77,12 +95,9 @@ class RobustBayesProbe:
         if len(ones) < 2 or len(zeros) < 2:
             return _degenerate(center, labels)
         resid = torch.cat([ones - m1, zeros - m0])
-        cov = resid.T @ resid / (len(z) - 2)  # pooled within-class covariance
-        evals, evecs = torch.linalg.eigh(cov)
-        keep = evals > self.eig_floor
-        if not bool(keep.any()):
+        d, basis = covariance_eigs(resid, len(z) - 2, self.eig_floor)
+        if not len(d):
             return _degenerate(center, labels)
-        d, basis = evals[keep], evecs[:, keep]
         u = basis.T @ (m1 - m0) / 2
         u_norm = torch.linalg.vector_norm(u)
         if not bool(u_norm > 0):
