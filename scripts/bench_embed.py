@@ -4,6 +4,7 @@
     python scripts/bench_embed.py                                  # CPU-sized defaults
     python scripts/bench_embed.py --scales 8 --n 4096 --batch-size 512   # on a GPU
     python scripts/bench_embed.py --tuning mobilenetv2_050,test_vit  # the default job: tuned vs fixed
+    python scripts/bench_embed.py --protocol mobilenetv2_050        # mixture=paper, n = 256: job vs its floor
 
 Random-init weights (no download needed). Prints a Markdown table; --json writes the rows too.
 The job row is the whole ``synbench.app.run`` (model build, data generation, forward, probes, score,
@@ -34,6 +35,7 @@ from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
 from synbench.encoders.embed import mixture_for  # noqa: E402
+from synbench.encoders.tune import configure_threads, device_name, tune_encoder  # noqa: E402
 from synbench.metrics.rmqm import RMQM  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -43,9 +45,11 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def raw_forward(encoder, batch, device, precision, reps, warmup):
+def raw_forward(encoder, batch, device, precision, reps, warmup, channels_last=False):
     """Images/s of the model forward alone on one resident batch (no data generation, no copies)."""
     x = torch.randn((batch, *encoder.input_shape), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     dtype = precision.autocast_dtype(device)
     with torch.inference_mode(), autocast(device, dtype):
         for _ in range(warmup):
@@ -138,6 +142,60 @@ def tuning_table(models: list[str], fixed_batch: int) -> None:
               f"{diff:.1e} |")
 
 
+def protocol_table(model: str, n: int, device_arg: str) -> None:
+    """The whole job on the paper's protocol (``mixture=paper``, 49 scales) at ``n`` train + ``n`` test per scale
+    against its floor: the bare forward of the job's images at the tuned plan, plus generating the job's
+    mixture alone, plus the job's own metric time. ``--protocol``; prints a table and the ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_job([f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists() else "model=timm",
+                           f"model.name={model}", "model.pretrained=false", "mixture=paper",
+                           f"mixture.n_train={n}", f"mixture.n_test={n}", "cache.enabled=false", "progress=false",
+                           f"paths.outputs={tmp}", f"device={device_arg}", f"cache.tuning_dir={tmp}/tuning"])
+        device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
+        configure_threads()
+        encoder = build(cfg.model).to(device)
+        mixture = mixture_for(cfg.mixture, encoder)
+        scales = [float(s) for s in cfg.mixture.scales]
+        images = 2 * n * len(scales)
+        plan = tune_encoder(encoder, device, precision, cfg.embed, images=images, largest=n,
+                            cache_dir=cfg.cache.tuning_dir)  # cached here: the job reads it, as a sweep's jobs do
+        batch = plan.batch_size
+        reps = max(1, min(images // batch, 400 // batch + 1))  # about 400 images: the rate, extrapolated
+        counted, secs = raw_forward(encoder, batch, device, precision, reps, 2, plan.channels_last)
+        forward = images * secs / counted  # the job's images at the bare rate
+        t0 = time.perf_counter()
+        for scale in scales:
+            for split in Split:
+                for _ in mixture.stream(scale, split, n, cfg.seed, batch, device):
+                    pass
+        sync(device)
+        generation = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, cfg.seed, batch, device,
+                            precision, plan.channels_last, progress=False)
+        sync(device)
+        embed = time.perf_counter() - t0
+        tracker_from(cfg).connect()  # the store's creation is not the job's
+        t0 = time.perf_counter()
+        summary = app.run(cfg, Path(tmp) / "job")
+        job = time.perf_counter() - t0
+    metrics = summary["metric_seconds"]
+    rows = [("bare forward of the job's images (tuned plan, resident batch; extrapolated)", forward),
+            ("generating the job's mixture alone", generation),
+            ("embedding pass (embed_mixture: generate + forward)", embed),
+            ("the job's metrics (its own metric_seconds)", metrics),
+            ("whole SynBench job (app.run, plan from the tuning cache)", job)]
+    print(f"\nmixture=paper ({len(scales)} scales x {n} + {n} images = {images:,}), {model} (random init) at "
+          f"{list(encoder.input_shape)}, {device_name(device)}, batch {batch} "
+          f"{'channels_last' if plan.channels_last else 'contiguous'}, torch {torch.__version__}\n")
+    print("| step | seconds | images/s |\n|---|---:|---:|")
+    for label, secs in rows:
+        print(f"| {label} | {secs:.1f} | {images / secs if 'metrics' not in label else float('nan'):.1f} |")
+    floor = forward + generation + metrics
+    print(f"\nfloor (forward + generation + metrics) {floor:.1f} s; embedding pass at "
+          f"{(forward + generation) / embed:.0%} of its floor; whole job at {floor / job:.0%} of its floor")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_base_patch16_224")
@@ -151,9 +209,13 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--tuning", default=None, help="comma-separated models: the default job, tuned vs fixed")
     p.add_argument("--fixed-batch", type=int, default=256, help="the fixed batch size --tuning compares against")
+    p.add_argument("--protocol", default=None, help="a model: the whole job on mixture=paper against its floor")
+    p.add_argument("--protocol-n", type=int, default=256, help="--protocol: train = test images per scale")
     args = p.parse_args()
     if args.tuning:
         return tuning_table(args.tuning.split(","), args.fixed_batch)
+    if args.protocol:
+        return protocol_table(args.protocol, args.protocol_n, args.device)
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"

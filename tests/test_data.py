@@ -38,6 +38,14 @@ def test_batches_never_exceed_the_batch_size():
     assert sum(sizes) == 100 and max(sizes) <= 24
 
 
+def test_batches_inside_a_chunk_are_views_of_it():
+    """A batch smaller than a chunk costs no copy: the batches cut from one chunk share its storage."""
+    batches = [x for x, _ in mixture(chunk_size=16).stream(1.0, Split.train, 48, 0, 4, "cpu")]
+    storage = [x.untyped_storage().data_ptr() for x in batches]
+    assert len(batches) == 12 and len(set(storage)) == 3  # 4 batches per chunk, one storage each
+    assert storage[0] == storage[3] != storage[4]
+
+
 def test_seed_split_and_scale_each_change_the_draw():
     mix = mixture()
     x, _ = collect(mix, 32, 32)

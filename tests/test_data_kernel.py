@@ -84,6 +84,24 @@ def test_omnibus_blocks_share_one_frame():
     np.testing.assert_allclose(np.abs(z1), np.abs(z), atol=1e-8)
 
 
+def test_the_omnibus_operator_is_the_omnibus_matrix():
+    """Above DENSE_BELOW the omnibus matrix is an operator: its products, and the embedding from it, equal the
+    explicit block matrix [[A_i if i == j else (A_i + A_j) / 2]]'s."""
+    graphs = [dk.prepare(dk.knn_graph(dk.nearest_neighbours(low_rank(300, seed=s), 5)), True) for s in range(3)]
+    built = np.block([[(gi + gj).toarray() / 2 if i != j else gi.toarray() for j, gj in enumerate(graphs)]
+                      for i, gi in enumerate(graphs)])
+    op = dk.omnibus_operator(graphs)
+    v = np.random.default_rng(0).normal(size=(900, 2))
+    np.testing.assert_allclose(op @ v[:, 0], built @ v[:, 0], atol=1e-12)
+    np.testing.assert_allclose(op.matmat(v), built @ v, atol=1e-12)
+    assert 900 >= dk.DENSE_BELOW  # the operator path is the one taken
+    z = np.concatenate(dk.omnibus(graphs, 6))
+    vals, vecs = np.linalg.eigh(built)
+    top = np.argsort(-np.abs(vals))[:6]
+    ref = vecs[:, top] * np.sqrt(np.abs(vals[top]))
+    np.testing.assert_allclose(z @ z.T, ref @ ref.T, atol=1e-8)  # Z Z^T: free of each column's sign
+
+
 def test_same_rotated_noisy_and_unrelated_embeddings():
     y = low_rank()
     q, _ = torch.linalg.qr(torch.randn(48, 48, generator=torch.Generator().manual_seed(5)))

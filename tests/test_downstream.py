@@ -231,3 +231,32 @@ def test_a_comparison_on_the_dataset_reuses_the_jobs_embeddings(cfg_factory, sha
     for child in children:
         assert {"rejected/0", "rejected/1", "rejected/2"} <= set(child.data.metrics)
         assert any(a.path.startswith("plots/most_changed_") for a in client.list_artifacts(child.info.run_id, "plots"))
+
+
+def test_the_probe_fits_in_float32_and_certifies_in_float64():
+    """The bulk of the fit runs in float32; the float64 stage checks the gradient tolerance (and finishes the
+    fit where float32 could not): the answer is the float64-only fit's, and the iteration budget is shared."""
+    from synbench.probes.softmax import fit_softmax
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3000) % 4
+    z = torch.randn(3000, 40, generator=g) + torch.randn(4, 40, generator=g)[y] * 0.6
+    z = z * torch.linspace(0.01, 100, 40)  # wild scales: standardisation's job
+    tol = 1e-7
+    head = fit_softmax(z, y, 4, 1e-3, 500, tol=tol)
+    assert [s.dtype for s in head.stages] == ["float32", "float64"]
+    assert head.stages[0].iterations > head.stages[1].iterations
+    # the certified gradient, recomputed here in float64 on the standardised features
+    z64 = z.double()
+    mu, sd = z64.mean(0), z64.std(0, correction=0)
+    s = (z64 - mu) / sd
+    W, b = head.weight * sd, head.bias + head.weight @ mu
+    p = torch.softmax(s @ W.T + b, 1) - torch.nn.functional.one_hot(y, 4).double()
+    grad = torch.cat([(p.T @ s / len(y) + 1e-3 * W).flatten(), p.mean(0)])
+    assert grad.abs().max() < tol
+    only64 = fit_softmax(z, y, 4, 1e-3, 500, tol=tol, stages=(torch.float64,))
+    assert [s.dtype for s in only64.stages] == ["float64"]
+    torch.testing.assert_close(head.weight * sd, only64.weight * sd, rtol=0, atol=1e-4)
+    assert torch.equal(head.predict(z), only64.predict(z))
+    short = fit_softmax(z, y, 4, 1e-3, 7, tol=1e-12)
+    assert sum(s.iterations for s in short.stages) <= 7

@@ -268,9 +268,12 @@ def test_probe_picks_best_penalty_and_refits_on_all_rows():
     n_val = [math.floor(0.25 * 600), math.ceil(0.25 * 600)]
     for a in head.val_accuracy.values():
         assert any(abs(a * m - round(a * m)) < 1e-9 for m in n_val), a
+    # the refit (warm-started from the chosen penalty's held-out-split answer) and a cold fit on every row reach
+    # the one optimum, each to the gradient tolerance 1e-9: with curvature >= the penalty (1e-3 or more) that
+    # puts them within ~1e-5 of each other
     ref = fit_softmax(z, yt, num_classes=k, penalty=chosen, max_iter=MAX_ITER)
-    torch.testing.assert_close(head.weight, ref.weight, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(head.bias, ref.bias, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(head.weight, ref.weight, rtol=0, atol=1e-5)
+    torch.testing.assert_close(head.bias, ref.bias, rtol=0, atol=1e-5)
 
 
 def test_probe_tie_goes_to_largest_penalty():

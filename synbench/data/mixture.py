@@ -92,20 +92,26 @@ class GaussianMixture:
                device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``n`` samples in batches of ``batch_size`` (the last may be short), built from fixed chunks.
 
-        Only one batch of pixels lives at a time: the raw synthetic images are never all held in memory.
-        """
+        Only one chunk's or batch's pixels live at a time: the raw synthetic images are never all held in
+        memory. A batch inside one chunk is a view of it (no copy); only a batch spanning chunks is joined."""
         mu = self.mu(device)
-        pending_x: list[torch.Tensor] = []
-        pending_y: list[torch.Tensor] = []
+        pieces: list[tuple[torch.Tensor, torch.Tensor]] = []  # drawn, not yet yielded, in order
         held = 0
         for index, start in enumerate(range(0, n, self.chunk_size)):
-            x, y = self.chunk(scale, split, index, min(self.chunk_size, n - start), seed, mu)
-            pending_x.append(x)
-            pending_y.append(y)
-            held += len(y)
-            while held >= batch_size or (start + self.chunk_size >= n and held):
-                xs, ys = torch.cat(pending_x), torch.cat(pending_y)
+            pieces.append(self.chunk(scale, split, index, min(self.chunk_size, n - start), seed, mu))
+            held += len(pieces[-1][1])
+            last = start + self.chunk_size >= n
+            while held >= batch_size or (last and held):
                 take = min(batch_size, held)
-                yield xs[:take], ys[:take]
-                pending_x, pending_y = [xs[take:]], [ys[take:]]
-                held -= take
+                parts = []
+                while take:
+                    x, y = pieces[0]
+                    if len(y) <= take:
+                        parts.append(pieces.pop(0))
+                    else:
+                        parts.append((x[:take], y[:take]))
+                        pieces[0] = (x[take:], y[take:])
+                    take -= len(parts[-1][1])
+                held -= sum(len(y) for _, y in parts)
+                yield parts[0] if len(parts) == 1 else (torch.cat([x for x, _ in parts]),
+                                                        torch.cat([y for _, y in parts]))

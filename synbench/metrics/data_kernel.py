@@ -19,7 +19,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from synbench.progress import bar
 
@@ -95,10 +95,29 @@ def spectral_embedding(m: sp.spmatrix, d: int) -> np.ndarray:
 
 def omnibus(graphs: list[sp.csr_matrix], d: int) -> list[np.ndarray]:
     """Joint embedding of M graphs on the same vertices: one n x d block per graph, all in one frame."""
-    blocks = [[(gi + gj) / 2 if i != j else gi for j, gj in enumerate(graphs)] for i, gi in enumerate(graphs)]
-    z = spectral_embedding(sp.bmat(blocks, format="csr"), d)
-    n = graphs[0].shape[0]
-    return [z[i * n:(i + 1) * n] for i in range(len(graphs))]
+    n, m = graphs[0].shape[0], len(graphs)
+    if m * n < DENSE_BELOW:
+        blocks = [[(gi + gj) / 2 if i != j else gi for j, gj in enumerate(graphs)] for i, gi in enumerate(graphs)]
+        z = spectral_embedding(sp.bmat(blocks, format="csr"), d)
+    else:
+        z = spectral_embedding(omnibus_operator(graphs), d)
+    return [z[i * n:(i + 1) * n] for i in range(m)]
+
+
+def omnibus_operator(graphs: list[sp.csr_matrix]) -> LinearOperator:
+    """The Mn x Mn omnibus matrix as an operator, never built: its block row i times ``v = (v_1 .. v_M)`` is
+    ``A_i v_i + sum_{j != i} (A_i + A_j) v_j / 2 = (A_i S + T) / 2`` with ``S = sum_j v_j`` and
+    ``T = sum_j A_j v_j``. One product costs 2M sparse products; the matrix would hold about 3M^2/2 graphs' worth
+    of entries, built anew for every pair and every bootstrap graph."""
+    n, m = graphs[0].shape[0], len(graphs)
+
+    def product(v: np.ndarray) -> np.ndarray:
+        blocks = v.reshape(m, n)
+        total = blocks.sum(0)
+        shared = sum(g @ b for g, b in zip(graphs, blocks))
+        return np.concatenate([(g @ total + shared) / 2 for g in graphs])
+
+    return LinearOperator((m * n, m * n), matvec=product, dtype=np.float64)
 
 
 def datum_distances(z1: np.ndarray, z2: np.ndarray) -> np.ndarray:

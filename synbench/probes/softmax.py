@@ -1,22 +1,36 @@
 """The downstream linear probe: multi-class softmax regression on frozen features, as linear-probe papers fit it.
 
-``fit_softmax`` minimises ``mean_i CE(W s_i + b, y_i) + penalty/2 ||W||_F^2`` in float64, full batch, with
-L-BFGS, on ``s = (z - mu) / sd``: the train features standardised (population std; a constant feature stays 0).
+``fit_softmax`` minimises ``mean_i CE(W s_i + b, y_i) + penalty/2 ||W||_F^2``, full batch, with L-BFGS (float32,
+then float64 to certify the gradient tolerance), on ``s = (z - mu) / sd``: the train features standardised
+(population std; a constant feature stays 0).
 Standardising makes one penalty grid mean the same for every encoder, whatever the scale of its features; it is
 scikit-learn's ``LogisticRegression(C = 1 / (penalty n))`` on ``s``. The returned head acts on *raw* features
 (the standardisation folded into ``weight`` and ``bias``), so attacks and the robustness bound see the map that
 is really applied to ``f(x)``.
 
 ``SoftmaxProbe`` picks the penalty on a seeded held-out part of the train split (best validation accuracy; ties
-go to the larger penalty, the simpler head), then refits on the whole train split.
+go to the larger penalty, the simpler head), each penalty warm-started from the last, then refits on the whole
+train split from the chosen penalty's answer.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+
+
+STAGES = (torch.float32, torch.float64)  # the fit's precisions in turn: float32 does the bulk, float64 certifies
+
+
+@dataclass
+class Stage:
+    """One precision's share of a fit: where its time went (scripts/bench_downstream.py prints these)."""
+    dtype: str
+    iterations: int
+    evaluations: int
+    seconds: float
 
 
 @dataclass
@@ -25,7 +39,7 @@ class SoftmaxHead:
     bias: torch.Tensor  # [K]
     penalty: float
     val_accuracy: dict[float, float] = field(default_factory=dict)  # penalty -> held-out accuracy (SoftmaxProbe)
-    standardised: tuple | None = field(default=None, repr=False)  # (W, b) where it was fitted: a warm start
+    stages: list[Stage] = field(default_factory=list, repr=False)  # every fit behind this head, in order
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return z.to(self.weight.dtype) @ self.weight.T + self.bias
@@ -37,27 +51,18 @@ class SoftmaxHead:
         return float((self.predict(z) == y.to(self.weight.device)).double().mean())
 
 
-def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: float, max_iter: int,
-                init: tuple[torch.Tensor, torch.Tensor] | None = None, tol: float = 1e-9) -> SoftmaxHead:
-    """Softmax regression on standardised ``z`` (see the module docstring). ``init``: a standardised-space
-    ``(W, b)`` to start from (a warm start along a penalty path); zeros otherwise. ``tol``: L-BFGS stops once
-    every gradient entry is below it (the objective is strictly convex for penalty > 0: one answer).
-
-    The closure computes the loss and its gradient in closed form (``(softmax - onehot)^T s / n + penalty W``):
-    two matrix products per evaluation and no autograd graph, which was most of the cost on wide features."""
-    z = z.to(torch.float64)
-    y = y.to(z.device)
-    mu, sd = z.mean(0), z.std(0, correction=0)
-    live = sd > 0
-    s = (z - mu) / torch.where(live, sd, torch.ones_like(sd))
-    W = torch.zeros((num_classes, z.shape[1]), dtype=z.dtype, device=z.device) if init is None else init[0].clone()
-    b = torch.zeros(num_classes, dtype=z.dtype, device=z.device) if init is None else init[1].clone()
+def minimise(s: torch.Tensor, y: torch.Tensor, penalty: float, W: torch.Tensor, b: torch.Tensor, max_iter: int,
+             tol: float) -> tuple[int, int]:
+    """L-BFGS on standardised ``s`` from ``(W, b)`` (updated in place, ``s``'s dtype); returns (iterations,
+    evaluations). The closure computes the loss and its gradient in closed form (``(softmax - onehot)^T s / n +
+    penalty W``): two matrix products per evaluation and no autograd graph."""
+    change = 1e-14 if s.dtype == torch.float64 else 1e-9  # below that, the precision's rounding, not progress
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=int(max_iter), history_size=20, tolerance_grad=float(tol),
-                            tolerance_change=1e-14, line_search_fn="strong_wolfe")
-    rows, n = torch.arange(len(y), device=z.device), len(y)
+                            tolerance_change=change, line_search_fn="strong_wolfe")
+    rows, n = torch.arange(len(y), device=s.device), len(y)
 
     def closure():
-        logp = torch.log_softmax(s @ W.T + b, 1)
+        logp = torch.log_softmax(torch.addmm(b, s, W.T), 1)
         loss = -logp[rows, y].mean() + 0.5 * penalty * (W * W).sum()
         g = logp.exp_()
         g[rows, y] -= 1.0
@@ -66,8 +71,46 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
         return loss
 
     opt.step(closure)
-    weight = torch.where(live, W / torch.where(live, sd, torch.ones_like(sd)), torch.zeros_like(W))
-    return SoftmaxHead(weight=weight, bias=b - weight @ mu, penalty=float(penalty), standardised=(W, b))
+    state = opt.state[W]
+    return int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+
+
+def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: float, max_iter: int,
+                init: SoftmaxHead | None = None, tol: float = 1e-9, stages=None) -> SoftmaxHead:
+    """Softmax regression on standardised ``z`` (see the module docstring). ``init``: a head (raw-feature units,
+    e.g. the previous penalty's, or one fitted on a subset) to start from; zeros otherwise. ``tol``: L-BFGS stops
+    once every gradient entry is below it (the objective is strictly convex for penalty > 0: one answer).
+
+    ``stages``: the precisions run in turn (default ``STAGES``), each from where the last stopped, ``max_iter``
+    iterations in all.
+    Float32 halves the bytes each matrix product streams (the cost: memory-bound at K = 10 classes) and runs
+    until the gradient is below ``tol`` or float32 can make no more progress; float64 then certifies the
+    answer (one evaluation when float32 got there) or finishes it."""
+    z = z.to(torch.float64)
+    y = y.to(z.device)
+    mu, sd = z.mean(0), z.std(0, correction=0)
+    live = sd > 0
+    sd = torch.where(live, sd, torch.ones_like(sd))
+    s64 = (z - mu) / sd
+    if init is None:
+        W = torch.zeros((num_classes, z.shape[1]), dtype=z.dtype, device=z.device)
+        b = torch.zeros(num_classes, dtype=z.dtype, device=z.device)
+    else:  # the same map written in this standardisation: W s + b = weight z + bias
+        W = init.weight.to(z) * sd
+        b = init.bias.to(z) + init.weight.to(z) @ mu
+    used, trace = 0, []
+    for dtype in STAGES if stages is None else stages:
+        if used >= max_iter:
+            break
+        t0 = time.perf_counter()
+        s = s64.to(dtype)
+        Wd, bd = W.to(dtype).clone(), b.to(dtype).clone()
+        iterations, evaluations = minimise(s, y, penalty, Wd, bd, max_iter - used, tol)
+        used += iterations
+        W, b = Wd.to(torch.float64), bd.to(torch.float64)
+        trace.append(Stage(str(dtype).removeprefix("torch."), iterations, evaluations, time.perf_counter() - t0))
+    weight = torch.where(live, W / sd, torch.zeros_like(W))
+    return SoftmaxHead(weight=weight, bias=b - weight @ mu, penalty=float(penalty), stages=trace)
 
 
 class SoftmaxProbe:
@@ -97,12 +140,14 @@ class SoftmaxProbe:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).to(z.device)
         val, fit = order[:n_val], order[n_val:]
         y = y.to(z.device)
-        scores, init = {}, None
-        for p in self.penalties:
-            head = fit_softmax(z[fit], y[fit], num_classes, p, self.max_iter, init, self.tol)
-            scores[p], init = head.accuracy(z[val], y[val]), head.standardised
+        scores, heads, init = {}, {}, None
+        for p in self.penalties:  # strongest first, each from the last one's answer
+            heads[p] = init = fit_softmax(z[fit], y[fit], num_classes, p, self.max_iter, init, self.tol)
+            scores[p] = init.accuracy(z[val], y[val])
         best = max(scores.values())
         chosen = max(p for p, acc in scores.items() if acc == best)
-        head = fit_softmax(z, y, num_classes, chosen, self.max_iter, tol=self.tol)
+        # the refit on every train row starts from the chosen penalty's answer on most of them
+        head = fit_softmax(z, y, num_classes, chosen, self.max_iter, heads[chosen], self.tol)
         head.val_accuracy = dict(sorted(scores.items()))
+        head.stages = [stage for p in self.penalties for stage in heads[p].stages] + head.stages
         return head
