@@ -144,6 +144,25 @@ def test_p_values_are_not_anti_conservative_under_the_null():
     assert np.mean(rates) <= alpha + 0.04, rates
 
 
+def test_the_threaded_bootstrap_and_comparison_give_the_bytes_of_one_thread():
+    """The null's graphs are drawn in order on one thread and solved on several: the same seed must give the same
+    bytes whatever the thread count (and the omnibus pairs the same distances)."""
+    a = dk.knn_graph(dk.nearest_neighbours(low_rank(700, seed=3), 7))  # 2n over DENSE_BELOW: ARPACK, not eigh
+    emb = {f"m{i}": low_rank(350, seed=i) for i in range(4)}
+    threads = torch.get_num_threads()
+    try:
+        out = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            out.append((dk.bootstrap_null(a, 5, 7, True, 11, progress=False),
+                        compare_embeddings(emb, settings(n_bootstrap=5), progress=False).distance))
+    finally:
+        torch.set_num_threads(threads)
+    assert out[0][0].tobytes() == out[1][0].tobytes()
+    assert out[0][1].tobytes() == out[1][1].tobytes()
+    assert list(dk.ordered_map(lambda v: v * v, range(20), workers=3)) == [v * v for v in range(20)]
+
+
 def test_p_values_formula():
     null = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 5.0]])
     np.testing.assert_allclose(dk.p_values(np.array([2.0, 0.5]), null), [3 / 4, 2 / 4])

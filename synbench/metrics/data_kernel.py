@@ -9,12 +9,16 @@ same inputs. Formulas: ``shared/spec/data_kernel.md``.
   comparison draws it once per reference. RDPG graphs are sampled sparsely (``sample_rdpg``): no n x n matrix.
 - ``model_distance`` and ``classical_mds``: the population level, a manifold of models.
 - ``elbows``: Zhu & Ghodsi's (2006) profile-likelihood elbows, which pick d.
-All numpy/scipy on the host (sparse eigensolver); the kNN search runs in torch on the embeddings' device.
+All numpy/scipy on the host (sparse eigensolver; independent graphs on several threads); the kNN search runs
+in torch on the embeddings' device.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +29,7 @@ from synbench.progress import bar
 
 DENSE_BELOW = 600  # matrices smaller than this get a dense eigendecomposition (ARPACK pays off above)
 HEAVY = 0.5  # sample_rdpg: pairs whose Cauchy-Schwarz bound exceeds this are drawn exactly, row by row
+CANDIDATES = 1 << 20  # sample_rdpg: candidate pairs tested at a time (each holds two rows of x)
 
 
 def default_k(n: int) -> int:
@@ -33,20 +38,34 @@ def default_k(n: int) -> int:
 
 
 def nearest_neighbours(y: torch.Tensor, k: int, block: int = 2048) -> np.ndarray:
-    """``[n, k]`` indices of each row's k most cosine-similar other rows, nearest first. Rows of the similarity
-    matrix are made ``block`` at a time, so memory stays ``block x n`` whatever n is."""
+    """``[n, k]`` indices of each row's k most cosine-similar other rows, nearest first.
+
+    The similarity matrix is symmetric, so each block of it is made once: rows ``I`` against every column from
+    ``I`` on serve both ``I``'s rows and, read down its columns, the later rows' (merged into their running top
+    k). Half the matrix products of the full matrix; memory stays ``block x n`` whatever n is."""
     n = len(y)
     if not 0 < k < n:
         raise ValueError(f"k={k} neighbours need 0 < k < n={n} inputs")
     y = torch.nn.functional.normalize(y.float(), dim=1)
-    out = torch.empty((n, k), dtype=torch.long, device=y.device)
+    best = torch.full((n, k), -math.inf, device=y.device)
+    index = torch.zeros((n, k), dtype=torch.long, device=y.device)
+
+    def merge(rows: slice, sim: torch.Tensor, cols: torch.Tensor) -> None:
+        vals, pos = torch.cat([best[rows], sim], 1).topk(k, dim=1)
+        index[rows] = torch.cat([index[rows], cols], 1).gather(1, pos)
+        best[rows] = vals
+
     for start in range(0, n, block):
         stop = min(start + block, n)
-        sim = y[start:stop] @ y.T
+        sim = y[start:stop] @ y[start:].T
         rows = torch.arange(stop - start, device=y.device)
-        sim[rows, rows + start] = -math.inf  # never one's own neighbour
-        out[start:stop] = sim.topk(k, dim=1).indices
-    return out.cpu().numpy()
+        sim[rows, rows] = -math.inf  # never one's own neighbour
+        vals, cols = sim.topk(min(k, sim.shape[1]), dim=1)
+        merge(slice(start, stop), vals, cols + start)
+        if stop < n:  # the later rows' similarities to this block: its columns
+            vals, cols = sim[:, stop - start:].topk(min(k, stop - start), dim=0)
+            merge(slice(stop, n), vals.T, cols.T + start)
+    return index.cpu().numpy()
 
 
 def knn_graph(neighbours: np.ndarray) -> sp.csr_matrix:
@@ -199,14 +218,16 @@ def sample_rdpg(x: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
         s = -math.log1p(-u_max) / u_max if u_max > 0 else 1.0
         # ordered pairs, each (i, j) with intensity s u_ij / 2: row i has Poisson(s w_i total / 2) of them, each
         # with a partner j drawn in proportion to w_j
-        i = np.repeat(light, rng.poisson(s * wl * total / 2))
-        j = light[np.minimum(np.searchsorted(np.cumsum(wl), rng.random(len(i)) * total, side="right"),
-                             len(light) - 1)]
-        i, j = i[i != j], j[i != j]
-        p = np.clip(np.einsum("ij,ij->i", x[i], x[j]), 0.0, HEAVY)  # p <= u_ij <= HEAVY; the clip guards rounding
-        accept = rng.random(len(p)) * (s * w[i] * w[j]) < -np.log1p(-p)
-        rows.append(i[accept])
-        cols.append(j[accept])
+        starts = np.repeat(light, rng.poisson(s * wl * total / 2))
+        cdf = np.cumsum(wl)
+        for at in range(0, len(starts), CANDIDATES):  # a bounded slice of candidates at a time: bounded memory
+            i = starts[at:at + CANDIDATES]
+            j = light[np.minimum(np.searchsorted(cdf, rng.random(len(i)) * total, side="right"), len(light) - 1)]
+            i, j = i[i != j], j[i != j]
+            p = np.clip(np.einsum("ij,ij->i", x[i], x[j]), 0.0, HEAVY)  # p <= u_ij <= HEAVY; clip guards rounding
+            accept = rng.random(len(p)) * (s * w[i] * w[j]) < -np.log1p(-p)
+            rows.append(i[accept])
+            cols.append(j[accept])
     r, c = np.concatenate(rows or [np.empty(0, int)]), np.concatenate(cols or [np.empty(0, int)])
     a = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
     a = (a + a.T).tocsr()  # both orders of a pair, and repeated candidates, merge into one edge
@@ -217,15 +238,40 @@ def sample_rdpg(x: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
 def bootstrap_null(reference: sp.csr_matrix, d: int, n_boot: int, augment: bool, seed: int,
                    progress: bool = True, label: str = "bootstrap") -> np.ndarray:
     """``[B, n]`` null statistics of the per-datum test for one reference graph: ``X = ASE(A_ref)``, then per
-    bootstrap ``A_b ~ RDPG(X X^T)`` and ``||Z_ref,i - Z_b,i||`` from the omnibus of [A_ref, A_b]."""
+    bootstrap ``A_b ~ RDPG(X X^T)`` and ``||Z_ref,i - Z_b,i||`` from the omnibus of [A_ref, A_b]. The graphs are
+    drawn and solved on ``ordered_map``'s threads (sampling and sparse products release the GIL)."""
     ref = prepare(reference, augment)
     x = spectral_embedding(ref, d)
-    rng = np.random.default_rng(seed)
+
+    def statistic(stream: np.random.SeedSequence) -> np.ndarray:
+        z_ref, z_b = omnibus([ref, prepare(sample_rdpg(x, np.random.default_rng(stream)), augment)], d)
+        return datum_distances(z_ref, z_b)
+
+    # a stream of its own per graph: the same seed gives the same graphs whatever the threads
+    streams = np.random.SeedSequence(seed).spawn(n_boot)
     null = np.empty((n_boot, reference.shape[0]))
-    for b in bar(range(n_boot), label, "graph", progress):
-        z_ref, z_b = omnibus([ref, prepare(sample_rdpg(x, rng), augment)], d)
-        null[b] = datum_distances(z_ref, z_b)
+    for b, row in enumerate(bar(ordered_map(statistic, streams), label, "graph", progress, total=n_boot)):
+        null[b] = row
     return null
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int | None = None) -> Iterator:
+    """``map(fn, items)`` on ``workers`` threads (default: torch's intra-op threads, this process's CPU budget),
+    results in order, at most two items per worker drawn ahead (memory stays bounded: each item may be a graph).
+    The eigensolves here are sparse products and ARPACK steps, which release the GIL; one thread would leave
+    every other core idle."""
+    workers = workers or torch.get_num_threads()
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def p_values(t: np.ndarray, null: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from scipy import stats
 
 from synbench.metrics.data_kernel import (bootstrap_null, choose_dimension, classical_mds, datum_distances,
                                           default_k, knn_graph, model_distance, nearest_neighbours, omnibus,
-                                          p_values, prepare)
+                                          ordered_map, p_values, prepare)
 from synbench.metrics.similarity import centred_gram_norm, linear_cka, mutual_knn
 from synbench.progress import bar
 
@@ -131,10 +131,11 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     blocks = {}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     tested = set(tested_pairs(names, s.reference))
-    for a, b in bar(pairs, "omnibus pairs", "pair", progress):
-        ref, other = (a, b) if (a, b) in tested else (b, a)
-        z_ref, z_other = omnibus([graphs[ref], graphs[other]], d)
-        i, j = names.index(a), names.index(b)
+    oriented = [(a, b) if (a, b) in tested else (b, a) for a, b in pairs]
+    joint = ordered_map(lambda pair: omnibus([graphs[pair[0]], graphs[pair[1]]], d), oriented)
+    for (ref, other), (z_ref, z_other) in bar(zip(oriented, joint), "omnibus pairs", "pair", progress,
+                                              total=len(pairs)):
+        i, j = names.index(ref), names.index(other)
         dist[i, j] = dist[j, i] = model_distance(z_ref, z_other)
         if (ref, other) in tested:
             blocks[(ref, other)] = datum_distances(z_ref, z_other)
