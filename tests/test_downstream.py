@@ -2,7 +2,9 @@
 same features, the attack's invariants (robust <= clean, falling with the radius), the bound above the
 attack's loss, the cache keyed by content, what is logged, and bad input stopped before any run."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +72,16 @@ def test_downstream_job_invariants_logging_and_cache(cfg_factory, shapes_npz, tm
     assert run.data.params["dataset.digest"] == first["dataset"]["digest"]
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/downstream_robust_accuracy_vs_eps.png" in logged
+    fits = json.loads(Path(client.download_artifacts(run.info.run_id, "tables/downstream/probe_fits.json",
+                                                     str(tmp_path))).read_text())
+    probe = cfg.metrics.downstream.probe
+    starts = [i for i, dtype in enumerate(fits["dtype"]) if dtype == "float32"]  # each fit opens in float32
+    assert starts[0] == 0 and len(starts) == len(probe.penalties) + 1  # every penalty, then the refit
+    assert [fits["penalty"][i] for i in starts] == [*sorted(map(float, probe.penalties), reverse=True),
+                                                   s["downstream/penalty"]]  # strongest first
+    for a, b in zip(starts, starts[1:] + [len(fits["dtype"])]):
+        assert sum(fits["iterations"][a:b]) <= probe.max_iter  # the stages share one fit's budget
+    assert min(fits["seconds"]) >= 0
 
     again = app.run(cfg, tmp_path / "b")  # resume=false in the suite: a second run, features from the cache
     assert again["images_embedded"] == 0

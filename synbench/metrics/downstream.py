@@ -1,8 +1,10 @@
 """Downstream truth on a real labelled dataset: what every label-free score here promises to predict.
 
 On the job's ``dataset`` (features from the shared embedding pass):
-- a softmax probe on the train features (``probes/softmax.py``: float64, full batch, L-BFGS, its L2 penalty
-  chosen on a held-out part of the train split), and its test **accuracy**;
+- a softmax probe on the train features (``probes/softmax.py``: full batch, L-BFGS in float32 then float64, its
+  L2 penalty chosen on a held-out part of the train split), and its test **accuracy**; every fit's iterations
+  and seconds per precision in the ``probe_fits`` table (a fit whose iterations reach ``max_iter`` stopped short
+  of ``tol``);
 - **robust accuracy** under an end-to-end PGD attack on the probe's cross-entropy through transform, encoder
   and probe, for every radius of the ``attack`` group, in the dataset's pixel units ([0, 1], box-clipped), on
   the first ``n_points`` test images. Radii are taken in increasing order and a point broken at one radius
@@ -97,6 +99,8 @@ class Downstream:
         res.tables["per_eps"] = {"eps": eps, **per_eps}
         res.tables["probe"] = {"penalty": list(head.val_accuracy), "val_accuracy": list(head.val_accuracy.values()),
                                "chosen": head.penalty, "classes": list(data.classes)}
+        res.tables["probe_fits"] = {key: [getattr(s, key) for s in head.stages]
+                                    for key in ("penalty", "dtype", "iterations", "evaluations", "seconds")}
         unit = f"input-space epsilon ({self.attack.norm}, dataset pixel units)"
         res.plots += [
             Plot("downstream_robust_accuracy_vs_eps", f"Downstream ({data.name}): robust accuracy", unit, "accuracy",

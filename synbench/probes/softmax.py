@@ -26,7 +26,9 @@ STAGES = (torch.float32, torch.float64)  # the fit's precisions in turn: float32
 
 @dataclass
 class Stage:
-    """One precision's share of a fit: where its time went (scripts/bench_downstream.py prints these)."""
+    """One precision's share of a fit: where its time went (scripts/bench_downstream.py prints these; the
+    downstream metric logs them as its ``probe_fits`` table)."""
+    penalty: float
     dtype: str
     iterations: int
     evaluations: int
@@ -108,7 +110,8 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
         iterations, evaluations = minimise(s, y, penalty, Wd, bd, max_iter - used, tol)
         used += iterations
         W, b = Wd.to(torch.float64), bd.to(torch.float64)
-        trace.append(Stage(str(dtype).removeprefix("torch."), iterations, evaluations, time.perf_counter() - t0))
+        trace.append(Stage(float(penalty), str(dtype).removeprefix("torch."), iterations, evaluations,
+                           time.perf_counter() - t0))
     weight = torch.where(live, W / sd, torch.zeros_like(W))
     return SoftmaxHead(weight=weight, bias=b - weight @ mu, penalty=float(penalty), stages=trace)
 
