@@ -69,20 +69,17 @@ def probe_table(probe_cfg) -> None:
           f"max_iter {probe_cfg.max_iter}\n")
     print("| features | fit | seconds | test accuracy | where the time went (per fit: dtype iterations/seconds) |")
     print("|---|---|---:|---:|---|")
-    default = softmax.STAGES
     for name, (z, zt) in features.items():
         label = f"{name} ({z.shape[1]})"
         for stages in fits[name]:
-            softmax.STAGES = stages
             probe = softmax.SoftmaxProbe(list(probe_cfg.penalties), probe_cfg.val_fraction, probe_cfg.max_iter,
-                                         probe_cfg.tol)
+                                         probe_cfg.tol, stages)
             t0 = time.perf_counter()
             head = probe.fit(z, y, 10, 0)
             seconds = time.perf_counter() - t0
             where = ", ".join(f"{s.dtype.replace('float', 'f')} {s.iterations}/{s.seconds:.0f}s" for s in head.stages)
             print(f"| {label} | synbench, {' then '.join(str(d).removeprefix('torch.') for d in stages)} (chose "
                   f"{head.penalty:g}) | {seconds:.1f} | {head.accuracy(zt, yt):.4f} | {where} |", flush=True)
-        softmax.STAGES = default
         scaler = StandardScaler().fit(z.numpy())
         t0 = time.perf_counter()
         clf = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(z.numpy()), y.numpy())

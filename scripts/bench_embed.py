@@ -171,8 +171,8 @@ def protocol_table(model: str, n: int, device_arg: str) -> None:
         sync(device)
         generation = time.perf_counter() - t0
         t0 = time.perf_counter()
-        emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, cfg.seed, batch, device,
-                            precision, plan.channels_last, progress=False)
+        embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, cfg.seed, batch, device,
+                      precision, plan.channels_last, progress=False)
         sync(device)
         embed = time.perf_counter() - t0
         tracker_from(cfg).connect()  # the store's creation is not the job's

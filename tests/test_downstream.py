@@ -272,3 +272,5 @@ def test_the_probe_fits_in_float32_and_certifies_in_float64():
     assert torch.equal(head.predict(z), only64.predict(z))
     short = fit_softmax(z, y, 4, 1e-3, 7, tol=1e-12)
     assert sum(s.iterations for s in short.stages) <= 7
+    probe64 = SoftmaxProbe([1e-3, 1e-2], 0.2, 50, tol, stages=(torch.float64,)).fit(z, y, 4, 0)  # the bench's row
+    assert {s.dtype for s in probe64.stages} == {"float64"} and len(probe64.stages) == 3  # 2 penalties + refit

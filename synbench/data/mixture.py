@@ -92,7 +92,7 @@ class GaussianMixture:
                device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``n`` samples in batches of ``batch_size`` (the last may be short), built from fixed chunks.
 
-        Only one chunk's or batch's pixels live at a time: the raw synthetic images are never all held in
+        At most a batch's and a chunk's pixels live at a time: the raw synthetic images are never all held in
         memory. A batch inside one chunk is a view of it (no copy); only a batch spanning chunks is joined."""
         mu = self.mu(device)
         pieces: list[tuple[torch.Tensor, torch.Tensor]] = []  # drawn, not yet yielded, in order

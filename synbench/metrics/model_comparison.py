@@ -129,7 +129,7 @@ def compare_embeddings(embeddings: dict[str, torch.Tensor], s: ComparisonSetting
     m_count = len(names)
     dist = np.zeros((m_count, m_count))
     blocks = {}
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = tested_pairs(names, None)  # every pair
     tested = set(tested_pairs(names, s.reference))
     oriented = [(a, b) if (a, b) in tested else (b, a) for a, b in pairs]
     joint = ordered_map(lambda pair: omnibus([graphs[pair[0]], graphs[pair[1]]], d), oriented)

@@ -120,7 +120,8 @@ class SoftmaxProbe:
     """``penalties``: the L2 grid searched; ``val_fraction``: the share of the train split held out to choose;
     ``tol``: each fit's gradient tolerance."""
 
-    def __init__(self, penalties: list[float], val_fraction: float, max_iter: int, tol: float = 1e-9):
+    def __init__(self, penalties: list[float], val_fraction: float, max_iter: int, tol: float = 1e-9,
+                 stages=None):
         penalties = [float(p) for p in penalties]
         if not penalties or any(not p >= 0 for p in penalties):
             raise ValueError(f"metrics.downstream.probe.penalties={penalties} must be a non-empty list of L2 "
@@ -133,6 +134,7 @@ class SoftmaxProbe:
         if not 0 < float(tol) < 1:
             raise ValueError(f"metrics.downstream.probe.tol={tol!r} must be in (0, 1), e.g. 1e-6")
         self.val_fraction, self.max_iter, self.tol = float(val_fraction), int(max_iter), float(tol)
+        self.stages = stages  # fit_softmax's precisions (None: STAGES); the benchmark's float64-only row sets it
 
     def fit(self, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int) -> SoftmaxHead:
         n = len(y)
@@ -145,12 +147,13 @@ class SoftmaxProbe:
         y = y.to(z.device)
         scores, heads, init = {}, {}, None
         for p in self.penalties:  # strongest first, each from the last one's answer
-            heads[p] = init = fit_softmax(z[fit], y[fit], num_classes, p, self.max_iter, init, self.tol)
+            heads[p] = init = fit_softmax(z[fit], y[fit], num_classes, p, self.max_iter, init, self.tol,
+                                          self.stages)
             scores[p] = init.accuracy(z[val], y[val])
         best = max(scores.values())
         chosen = max(p for p, acc in scores.items() if acc == best)
         # the refit on every train row starts from the chosen penalty's answer on most of them
-        head = fit_softmax(z, y, num_classes, chosen, self.max_iter, heads[chosen], self.tol)
+        head = fit_softmax(z, y, num_classes, chosen, self.max_iter, heads[chosen], self.tol, self.stages)
         head.val_accuracy = dict(sorted(scores.items()))
         head.stages = [stage for p in self.penalties for stage in heads[p].stages] + head.stages
         return head
