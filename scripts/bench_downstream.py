@@ -39,7 +39,7 @@ from synbench import app  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import InputTransform, Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_dataset  # noqa: E402
-from synbench.encoders.tune import configure_threads, device_name, tune_encoder  # noqa: E402
+from synbench.encoders.tune import apply_layout, configure_threads, device_name, tune_encoder  # noqa: E402
 from synbench.metrics import MetricInputs  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
         plan = tune_encoder(encoder, device, precision, cfg.embed, images=n, largest=max(data.count(s) for s in Split),
                             cache_dir=cfg.cache.tuning_dir)
         batch = plan.batch_size
+        apply_layout(encoder, plan.channels_last)  # what the job's embedding pass runs in (plan_applied)
         rows = []
 
         x, _ = data.take(Split.train, slice(0, batch), device)  # the bare forward: one resident batch, reused

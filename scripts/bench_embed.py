@@ -35,7 +35,7 @@ from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
 from synbench.encoders.embed import mixture_for  # noqa: E402
-from synbench.encoders.tune import configure_threads, device_name, tune_encoder  # noqa: E402
+from synbench.encoders.tune import apply_layout, configure_threads, device_name, tune_encoder  # noqa: E402
 from synbench.metrics.rmqm import RMQM  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -160,6 +160,7 @@ def protocol_table(model: str, n: int, device_arg: str) -> None:
         plan = tune_encoder(encoder, device, precision, cfg.embed, images=images, largest=n,
                             cache_dir=cfg.cache.tuning_dir)  # cached here: the job reads it, as a sweep's jobs do
         batch = plan.batch_size
+        apply_layout(encoder, plan.channels_last)  # what the job's embedding pass runs in (plan_applied)
         reps = max(1, min(images // batch, 400 // batch + 1))  # about 400 images: the rate, extrapolated
         counted, secs = raw_forward(encoder, batch, device, precision, reps, 2, plan.channels_last)
         forward = images * secs / counted  # the job's images at the bare rate

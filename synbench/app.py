@@ -16,7 +16,7 @@ from synbench.data import InputTransform, Split
 from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
-from synbench.encoders.tune import configure_threads, tune_encoder
+from synbench.encoders.tune import configure_threads, plan_applied, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
 from synbench.runner import CONF_DIR, dataset_for, finished_before, results_kept, reuse_finished, run_in_hydra
@@ -79,12 +79,14 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         # 2. one embedding pass per input, shared by every metric (each from the cache when it holds it)
         cache = EmbeddingCache(cfg.cache.dir) if cfg.cache.enabled else None
         emb = labelled = None
-        if on_mixture:
-            emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test}, cfg.seed,
-                                plan.batch_size, device, precision, plan.channels_last, cache, cfg.progress)
-        if data is not None:
-            labelled = embed_dataset(encoder, data, transform, plan.batch_size, device, precision,
-                                     plan.channels_last, cache, cfg.progress)
+        with plan_applied(encoder, plan):
+            if on_mixture:
+                emb = embed_mixture(encoder, mixture, scales, {Split.train: m.n_train, Split.test: m.n_test},
+                                    cfg.seed, plan.batch_size, device, precision, plan.channels_last, cache,
+                                    cfg.progress)
+            if data is not None:
+                labelled = embed_dataset(encoder, data, transform, plan.batch_size, device, precision,
+                                         plan.channels_last, cache, cfg.progress)
         passes = [p for p in (emb, labelled) if p is not None]
         embed_seconds = sum(p.seconds for p in passes)
         embedded = sum(p.images_embedded for p in passes)

@@ -23,7 +23,7 @@ from synbench.data import InputTransform, LabelledDataset, Split
 from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
-from synbench.encoders.tune import configure_threads, tune_encoder
+from synbench.encoders.tune import configure_threads, plan_applied, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
 from synbench.runner import CONF_DIR, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
@@ -57,8 +57,9 @@ def embed_models(cfg: DictConfig, device, precision: Precision, data: LabelledDa
             count = data.count(Split.test)
             plan = tune_encoder(encoder, device, precision, cfg.embed, images=count, largest=count,
                                 cache_dir=cfg.cache.tuning_dir)
-            emb = embed_dataset(encoder, data, transform, plan.batch_size, device, precision, plan.channels_last,
-                                cache, cfg.progress, splits=(Split.test,))
+            with plan_applied(encoder, plan):
+                emb = embed_dataset(encoder, data, transform, plan.batch_size, device, precision,
+                                    plan.channels_last, cache, cfg.progress, splits=(Split.test,))
             out[label] = emb.z[Split.test]
             where = f"dataset {data.name}"
         else:
@@ -72,8 +73,9 @@ def embed_models(cfg: DictConfig, device, precision: Precision, data: LabelledDa
                                  f"models.<label>.input_size, or mixture.mean)")
             plan = tune_encoder(encoder, device, precision, cfg.embed, images=sum(n.values()), largest=max(n.values()),
                                 cache_dir=cfg.cache.tuning_dir)
-            emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
-                                plan.channels_last, cache, cfg.progress)
+            with plan_applied(encoder, plan):
+                emb = embed_mixture(encoder, mixture, [scale], n, cfg.seed, plan.batch_size, device, precision,
+                                    plan.channels_last, cache, cfg.progress)
             out[label] = torch.cat([emb.z[Split.train][0], emb.z[Split.test][0]])
             where = f"compare.scale={scale:g}"
         if not torch.isfinite(out[label]).all():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -347,6 +348,7 @@ register()
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks of the data side of a job, before any model is loaded; one line per problem."""
     check_missing(cfg)
+    check_finite(resolved(cfg))
     mix = cfg.mixture
     scales = list(mix.scales)
     if not scales:
@@ -379,6 +381,23 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"embed.{key}={emb[key]} must be > 0")
     if not cfg.metrics:
         raise ValueError("metrics is empty; select at least one, e.g. metrics=[synbench]")
+
+
+def check_finite(node, key: str = "") -> None:
+    """No NaN anywhere, and no inf inside a list (scales, radii, grids): a NaN passes every ``<`` check unseen,
+    and a NaN scale's accuracy of 0.0 would enter the means. A lone inf may be meant (no limit)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        bad = [v for v in node if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{key}={node} holds {bad[0]}; every value of a list must be a finite number")
+        for i, v in enumerate(node):
+            if isinstance(v, (dict, list)):
+                check_finite(v, f"{key}[{i}]")
+    elif isinstance(node, float) and math.isnan(node):
+        raise ValueError(f"{key}=nan is not a number; give a finite value")
 
 
 # an example value for each mandatory key a user most often leaves unset (``???`` in conf/)

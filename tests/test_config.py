@@ -69,6 +69,21 @@ def test_bad_values_get_one_line_errors(tmp_path, override, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("overrides, needle", [
+    (["mixture.scales=[0.5,nan,3.0]"], "mixture.scales=[0.5, nan, 3.0] holds nan; every value of a list must be"),
+    (["mixture.scales=[0.5,1.0,3.0,inf]"], "mixture.scales=[0.5, 1.0, 3.0, inf] holds inf"),
+    (["attack.eps=[0.0,-inf]"], "attack.eps=[0.0, -inf] holds -inf"),
+    (["epsilon.grid=[0.0,nan]"], "epsilon.grid=[0.0, nan] holds nan"),
+    (["metrics=[robustness]", "metrics.robustness.attack.eps=[0.0,nan]"], "metrics.robustness.attack.eps=[0.0, nan]"),
+    (["mixture.prior=nan"], "mixture.prior=nan is not a number"),
+])
+def test_non_finite_numbers_are_refused_before_anything_runs(tmp_path, overrides, needle):
+    """A NaN passes every ``<`` check unseen (a NaN scale once put an accuracy of 0.0 into the means)."""
+    with pytest.raises(ValueError) as err:
+        check_config(make_cfg(tmp_path, *overrides))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("grid", [[1.0], [-0.1], [0.0, 1.5], []])
 def test_eps_outside_unit_interval_is_rejected(grid):
     with pytest.raises(ValueError, match=r"\[0, 1\)|empty"):

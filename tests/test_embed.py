@@ -39,9 +39,11 @@ def test_cache_hits_reuse_scales_and_return_the_same_features(tmp_path):
     cache = EmbeddingCache(tmp_path)
     first = embed(enc, mix, cache)
     assert first.images_embedded == 2 * 40
-    again = embed(enc, mix, cache, batch=3)  # batch size is not part of the key
+    again = embed(enc, mix, cache)
     assert again.images_embedded == 0
     assert torch.equal(first.z[Split.train], again.z[Split.train])
+    # the plan is part of the key: another batch size may compute other last bits, so it is not served these
+    assert embed(enc, mix, cache, batch=3).images_embedded == 80
     grown = embed(enc, mix, cache, scales=(0.5, 1.0, 2.0))  # only the new scale is embedded
     assert grown.images_embedded == 40
     assert torch.equal(grown.z[Split.test][[0, 2]], first.z[Split.test])

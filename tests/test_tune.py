@@ -150,3 +150,39 @@ def test_scores_do_not_depend_on_the_batch_size_or_layout(cfg_factory, tmp_path)
     b = scores("embed.batch_size=64", "embed.channels_last=true")
     assert a.keys() == b.keys()
     assert all(math.isclose(a[k], b[k], abs_tol=1e-4) for k in a)
+
+
+def test_the_plan_applies_to_the_embedding_pass_only():
+    """Channels-last moves test_resnet's features in their last bits; after the pass the model computes the
+    bits it computed before, so the metrics' own passes do not depend on the plan."""
+    enc = load_timm_encoder("test_resnet", False, None, "model", 0).eval()
+    x = torch.rand((4, *enc.input_shape), generator=torch.Generator().manual_seed(0))
+    conv = next(m for m in enc.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.inference_mode():
+        before = enc(x)
+        with tune.plan_applied(enc, tune.EmbedPlan(4, True)):
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+        assert conv.weight.is_contiguous()
+        assert torch.equal(enc(x), before)
+
+
+@pytest.mark.slow
+def test_a_logged_plan_replays_to_the_bit_and_the_cache_never_serves_another_plan(cfg_factory, tmp_path,
+                                                                                   monkeypatch):
+    rates = {(b, cl): (30.0 if (b, cl) == (8, True) else 10.0) for b in (4, 8, 16) for cl in (False, True)}
+    fake_rates(monkeypatch, rates)  # the search picks batch 8, channels_last: not what a config would say
+    common = ["embed.tune_batches=[4,8,16]", "tracking.experiment=replay", "cache.enabled=true"]
+    tuned = app.run(cfg_factory(*common, "embed.batch_size=auto", "embed.channels_last=auto",
+                                f"cache.dir={tmp_path / 'cache_a'}", f"cache.tuning_dir={tmp_path / 'tuning_a'}"),
+                    tmp_path / "a")
+    replay = tuned["embed_plan"]["embed.tuned.replay"]
+    assert replay == "embed.batch_size=8 embed.channels_last=true"
+    # elsewhere (a fresh cache, no tuning cache), with the logged overrides: the same bytes
+    again = app.run(cfg_factory(*common, *replay.split(), f"cache.dir={tmp_path / 'cache_b'}"), tmp_path / "b")
+    assert again["images_embedded"] > 0 and again["scalars"] == tuned["scalars"]
+    # another plan in the first cache: its entries are not served (they hold the other plan's bits)
+    other = app.run(cfg_factory(*common, "embed.batch_size=16", "embed.channels_last=false",
+                                f"cache.dir={tmp_path / 'cache_a'}"), tmp_path / "c")
+    assert other["images_embedded"] == tuned["images_embedded"] > 0
+    same = app.run(cfg_factory(*common, *replay.split(), f"cache.dir={tmp_path / 'cache_a'}"), tmp_path / "d")
+    assert same["images_embedded"] == 0 and same["scalars"] == tuned["scalars"]

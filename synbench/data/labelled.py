@@ -92,6 +92,8 @@ def labelled(name: str, where: str, x: np.ndarray, y: np.ndarray | None, *, clas
     in every error (``dataset.path=...``)."""
     if x.ndim != 4:
         raise ValueError(f"{where}: images of shape {list(x.shape)}; expected [N, C, H, W]")
+    if len(x) == 0:
+        raise ValueError(f"{where} holds no images (x has shape {list(x.shape)}); a dataset needs images")
     if y is None:  # unlabelled images: no class, every label -1 (only label-free metrics read them)
         classes, codes = [], np.full(len(x), -1, dtype=np.int64)
     elif len(y) != len(x):
@@ -156,15 +158,18 @@ def _digest(*parts: bytes) -> str:
 
 
 def _to_pixels(x: np.ndarray, value_range, where: str) -> torch.Tensor:
-    """uint8 in 0..255 stays uint8 (4x less memory; /255 per batch); anything else becomes float32 in [0, 1]."""
-    integer = np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_
-    if not (integer or np.issubdtype(x.dtype, np.floating)):
-        raise ValueError(f"{where}: images of dtype {x.dtype}; expected integer or floating pixels")
-    lo, hi = (0.0, 255.0) if value_range is None and integer else (0.0, 1.0) if value_range is None else \
+    """uint8 in 0..255 stays uint8 (4x less memory; /255 per batch); anything else becomes float32 in [0, 1].
+    Default ranges: [0, 255] for integers, [0, 1] for floats and bools (a bool image is 0/1 by nature). Integer
+    pixels that use under 1/255 of the range (0/1 masks read against [0, 255]) would reach the model almost
+    black: that is said in a warning naming dataset.value_range."""
+    integer = np.issubdtype(x.dtype, np.integer)
+    if not (integer or x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{where}: images of dtype {x.dtype}; expected integer, bool or floating pixels")
+    lo, hi = ((0.0, 255.0) if integer else (0.0, 1.0)) if value_range is None else \
         (float(value_range[0]), float(value_range[1]))
-    if not lo < hi:
-        raise ValueError(f"dataset.value_range={list(value_range)} must be [lo, hi] with lo < hi")
-    if not integer:
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"dataset.value_range={list(value_range)} must be [lo, hi], finite, with lo < hi")
+    if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
         if bad.any():
             row = int(np.argwhere(bad.reshape(len(x), -1).any(1))[0, 0])
@@ -173,6 +178,11 @@ def _to_pixels(x: np.ndarray, value_range, where: str) -> torch.Tensor:
     if x_min < lo or x_max > hi:
         raise ValueError(f"{where}: pixel values span [{x_min:g}, {x_max:g}], outside dataset.value_range=[{lo:g}, "
                          f"{hi:g}]; set dataset.value_range to the range the pixels are stored in")
+    if integer and x_max - x_min <= (hi - lo) / 255.0 and hi - lo >= 255.0:
+        log.warning("%s: integer pixels span [%g, %g], under 1/255 of dataset.value_range=[%g, %g], so the images "
+                    "reach the model almost uniform (brightest %.4f in [0, 1]); if they are masks or 0/1 images "
+                    "set dataset.value_range=[%g, %g]", where, x_min, x_max, lo, hi, (x_max - lo) / (hi - lo),
+                    x_min, x_max)
     if x.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
         return torch.from_numpy(np.ascontiguousarray(x))
     return torch.from_numpy(((x.astype(np.float64) - lo) / (hi - lo)).astype(np.float32))

@@ -3,8 +3,9 @@
 
 - ``image_folder``: ``path/<class>/<image>``, or ``path/train/<class>/...`` + ``path/test/<class>/...`` for a
   split of its own; images with no class folder (``path/<image>``, or ``path/train/<image>`` + ``path/test/...``)
-  are unlabelled, read by label-free metrics only. Images are told by extension. Grey images stay one channel; any other mode becomes RGB (alpha dropped), and a folder
-  mixing grey and colour is read as RGB. Images of different sizes need ``dataset.image_size``: each is then
+  are unlabelled, read by label-free metrics only. Images are told by extension; a class folder without one is
+  refused. Grey images stay one channel; any other mode becomes RGB (alpha dropped), and a folder mixing grey and
+  colour is read as RGB. 16- and 32-bit grey and float images are read at their depth (``DEEP_RANGES``). Images of different sizes need ``dataset.image_size``: each is then
   resized on load (squashed to a square) by the same bilinear, antialiased resize as the encoder transform.
 - ``npz``: arrays ``x`` ([N, H, W], [N, C, H, W] or [N, H, W, C] with C in 1 or 3) and ``y``; optional
   ``split`` (``"train"``/``"test"`` per image) and ``classes`` (names indexed by label).
@@ -65,6 +66,12 @@ def read_image_folder(name: str, path: str, test_fraction: float, split_seed: in
         is_test = np.array([i == 1 for i, part in enumerate(loose) for _ in part]) if len(parts) == 2 else None
         return labelled(name, where, x, None, is_test=is_test, **_common(test_fraction, split_seed, n_train, n_test))
     _say_skipped(in_folders + [f.name for part in loose for f in part], where)  # files beside the class folders
+    empty = sorted({d.name for part in parts for d in _subdirs(part)
+                    if not any(_is_image_file(f) for f in d.iterdir() if not f.name.startswith("."))})
+    if empty and any(files):
+        raise ValueError(f"{where}: class folder{'s' * (len(empty) > 1)} {', '.join(empty[:5])} "
+                         f"hold{'s' * (len(empty) == 1)} no images; add images or remove "
+                         f"{'them' if len(empty) > 1 else 'it'} (every class folder is a class)")
     classes = sorted({c for part in files for c, _ in part})
     if len(classes) < 2:
         raise ValueError(f"{where} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''} "
@@ -99,28 +106,56 @@ def _read_image(path: Path, where: str) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return _chw(im)
-    except (UnidentifiedImageError, OSError) as err:
+            return _chw(im, f"{where}: {path.parent.name}/{path.name}")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"{where}: cannot read {path.parent.name}/{path.name} as an image "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
-def _chw(im) -> np.ndarray:
-    """A PIL image as [C, H, W] uint8: grey modes as one channel, everything else as RGB (alpha dropped)."""
-    a = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA", "I", "I;16", "F") else im.convert("RGB"))
+# Modes deeper than 8 bits, read at their depth as float32 in [0, 1] from the mode's range (never clipped to 8
+# bits: ``convert("L")`` turns every 16-bit value above 255 into white). Pillow opens 16-bit grey PNG and TIFF as
+# I;16*, 32-bit integer TIFF as I (read over [0, 2**31 - 1]: negative values are refused) and float TIFF as F
+# (taken as pixel units [0, 1]). Pillow has no 16-bit colour mode: 16-bit RGB arrives as 8-bit RGB (its high byte).
+DEEP_RANGES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 2.0 ** 31 - 1, "F": 1.0}
+
+
+def _chw(im, name: str = "image") -> np.ndarray:
+    """A PIL image as [C, H, W]: 8-bit modes as uint8 (grey modes one channel, everything else RGB, alpha
+    dropped); deeper grey modes as float32 in [0, 1] (``DEEP_RANGES``)."""
+    if im.mode in DEEP_RANGES:
+        a = np.asarray(im).astype(np.float64)
+        top = DEEP_RANGES[im.mode]
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > top:
+            raise ValueError(f"{name} (mode {im.mode}) holds values in [{a.min():g}, {a.max():g}], outside the "
+                             f"mode's range [0, {top:g}]" + ("; float images must hold pixel units [0, 1] (or use "
+                                                             "dataset=npz with dataset.value_range)"
+                                                             if im.mode == "F" else ""))
+        return (a / top).astype(np.float32)[None]
+    a = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA") else im.convert("RGB"))
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def _stack(images: list[np.ndarray], image_size: int | None, where: str) -> np.ndarray:
-    """[N, C, H, W] of images read one by one: grey ones repeated to RGB where any is colour; with
-    ``image_size`` each resized to a square of that side, else all must share one size."""
+    """[N, C, H, W] of images read one by one: grey ones repeated to RGB where any is colour, all float32 in
+    [0, 1] where any is deeper than 8 bits; with ``image_size`` each resized to a square of that side, else all
+    must share one size."""
+    if not images:
+        raise ValueError(f"{where}: no images")
     colour = any(im.shape[0] == 3 for im in images)
+    deep = any(im.dtype != np.uint8 for im in images)
     images = [np.repeat(im, 3, 0) if colour and im.shape[0] == 1 else im for im in images]
+    if deep:
+        images = [im.astype(np.float32) / 255.0 if im.dtype == np.uint8 else im for im in images]
+        brightest = max(float(im.max()) for im in images)
+        if brightest <= 1 / 255:
+            log.warning("%s: the images deeper than 8 bits use under 1/255 of their mode's range (brightest %.2g "
+                        "in [0, 1]): they reach the model almost black; save them over their mode's full range",
+                        where, brightest)
     if image_size is not None:
         side = int(image_size)
         if side <= 0:
             raise ValueError(f"dataset.image_size={image_size!r} must be a positive integer or null")
-        return np.stack([im if im.shape[1:] == (side, side) else _resize_u8(im, side) for im in images])
+        return np.stack([im if im.shape[1:] == (side, side) else _resize(im, side) for im in images])
     sizes = {im.shape[1:] for im in images}
     if len(sizes) > 1:
         a, b = sorted(sizes)[:2]
@@ -129,9 +164,11 @@ def _stack(images: list[np.ndarray], image_size: int | None, where: str) -> np.n
     return np.stack(images)
 
 
-def _resize_u8(im: np.ndarray, side: int) -> np.ndarray:
-    x = torch.tensor(im, dtype=torch.float32)[None] / 255.0
-    return (resize(x, (side, side))[0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+def _resize(im: np.ndarray, side: int) -> np.ndarray:
+    """One [C, H, W] image resized to side x side, in its own dtype (uint8 rounded, float32 in [0, 1])."""
+    scale = 255.0 if im.dtype == np.uint8 else 1.0
+    x = resize(torch.tensor(im, dtype=torch.float32)[None] / scale, (side, side))[0].clamp(0, 1)
+    return (x * 255.0).round().to(torch.uint8).numpy() if im.dtype == np.uint8 else x.numpy()
 
 
 def read_npz(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,

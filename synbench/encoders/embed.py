@@ -84,7 +84,8 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
     embedded = 0
     scale_bar = bar(scales, "embed", "scale", progress, leave=True)
     for scale in scale_bar:
-        key = cache_key(encoder, mixture, scale, n, seed, device, precision)
+        key = {**cache_key(encoder, mixture, scale, n, seed, device, precision),
+               "plan": {"batch_size": batch_size, "channels_last": channels_last}}
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
             hit = {}
@@ -127,7 +128,8 @@ def embed_dataset(encoder: Encoder, data: LabelledDataset, transform: InputTrans
     z, y, embedded = {}, {}, 0
     for split in bar(splits, f"embed {data.name}", "split", progress, leave=True):
         key = {"encoder": encoder.identity, "data": data.split_digest[split], "n": data.count(split),
-               "transform": transform.describe(), **runtime_key(device, precision)}
+               "transform": transform.describe(), **runtime_key(device, precision),
+               "plan": {"batch_size": batch_size, "channels_last": channels_last}}
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
             (hz, hy), batch_size = with_backoff(
@@ -153,7 +155,8 @@ def mixture_for(m, encoder: Encoder) -> GaussianMixture:
 
 def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[Split, int], seed: int,
               device: torch.device, precision: Precision) -> dict:
-    """Everything that determines one scale's features; batch size is deliberately absent (chunks are seeded)."""
+    """Everything but the embedding plan that determines one scale's features (the data never depend on the batch
+    size: chunks are seeded; the plan's bits join the key in ``embed_mixture``)."""
     return {
         "encoder": encoder.identity,
         "mixture": asdict(mixture),

@@ -8,12 +8,19 @@ fastest pair is used. A layout drops out once a batch is clearly slower than its
 outlasts ``max_pass_seconds`` (bigger batches no longer pay on that machine); the search ends at the first
 CUDA out-of-memory (the largest batch that fits) or once it has cost ``budget`` of the job's projected
 embedding time, so a short job pays little for it. The result is cached per (architecture, device, threads, dtype, input shape,
-versions): a sweep tunes once. Explicit settings skip all of it. The data never depend on the choice (the
-mixture is drawn in fixed seeded chunks), so neither do the scores, up to float rounding of the layout.
+versions): a sweep tunes once. Explicit settings skip all of it.
+
+The plan changes the features in their last bits (a layout or batch size picks other kernels), so it is part of
+what a run computed: it keys the embedding cache (a cache entry of another plan is never served), every run logs it
+(``embed.tuned.*``, and ``embed.tuned.replay``, the overrides that replay it), and re-running the logged config with
+those overrides gives the same bytes on the same kind of machine. It applies to the embedding pass alone
+(``plan_applied``): the metrics' own passes through the model (attacks, noise paths) run in the default layout at
+their own configured batch sizes, whatever the plan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -44,7 +51,17 @@ class EmbedPlan:
 
     def params(self) -> dict:
         return {"embed.tuned.batch_size": self.batch_size, "embed.tuned.channels_last": self.channels_last,
-                "embed.tuned.source": self.source, "embed.threads": torch.get_num_threads()}
+                "embed.tuned.source": self.source, "embed.tuned.replay": self.replay,
+                "embed.threads": torch.get_num_threads()}
+
+    @property
+    def replay(self) -> str:
+        """The overrides that make a re-run use this plan, whatever a new search would pick."""
+        return f"embed.batch_size={self.batch_size} embed.channels_last={str(self.channels_last).lower()}"
+
+    def key(self) -> dict:
+        """What of the plan changes the features' bits: part of every embedding cache key."""
+        return {"batch_size": self.batch_size, "channels_last": self.channels_last}
 
 
 def physical_cores() -> int:
@@ -128,18 +145,28 @@ def plan_embedding(encoder: Encoder, device: torch.device, precision: Precision,
     return plan
 
 
-def apply_plan(encoder: Encoder, plan: EmbedPlan) -> Encoder:
-    return encoder.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+@contextlib.contextmanager
+def plan_applied(encoder: Encoder, plan: EmbedPlan):
+    """The plan's memory layout for the embedding pass only; the default layout again after it, so passes that
+    follow (the metrics' own) compute the same bits whatever the plan."""
+    apply_layout(encoder, plan.channels_last)
+    try:
+        yield encoder
+    finally:
+        apply_layout(encoder, False)
+
+
+def apply_layout(encoder: Encoder, channels_last: bool) -> Encoder:
+    return encoder.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def tune_encoder(encoder: Encoder, device: torch.device, precision: Precision, embed, images: int, largest: int,
                  cache_dir: str | Path | None) -> EmbedPlan:
-    """The ``embed`` config group applied to one loaded encoder: its plan (explicit, cached or timed), the
-    memory layout set, and ``torch.compile`` when asked. Every app that embeds goes through here."""
+    """The ``embed`` config group applied to one loaded encoder: its plan (explicit, cached or timed; applied
+    with ``plan_applied``), and ``torch.compile`` when asked. Every app that embeds goes through here."""
     plan = plan_embedding(encoder, device, precision, embed.batch_size, embed.channels_last, list(embed.tune_batches),
                           embed.tune_max_pass_seconds, embed.tune_min_seconds, embed.tune_budget,
                           images=images, largest=largest, cache_dir=cache_dir)
-    apply_plan(encoder, plan)
     if embed.compile:
         encoder.backbone.compile()
     return plan
