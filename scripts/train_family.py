@@ -24,6 +24,7 @@ import argparse
 import math
 import sys
 import time
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,17 +39,20 @@ from torch import nn  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.data.mixture import derive_seed  # noqa: E402
 from synbench.data.readers import read_idx, read_npz  # noqa: E402
-from synbench.encoders.family import DOMAINS, FEATURES, MEMBERS, Recipe, parse  # noqa: E402
+from synbench.encoders.family import (DATA, DOMAINS, FEATURES, GET_DATA, INPUT_SHAPE, MEMBERS, TRAIN_OUT,  # noqa: E402
+                                       Recipe, parse)
 from synbench.encoders.weights import seeded  # noqa: E402
 from synbench.files import replace_atomically  # noqa: E402
 
 BATCH, SIMCLR_BATCH, LR, TEMPERATURE = 64, 128, 1e-3, 0.5
-DATA = {"mnist": ROOT / "outputs" / "data" / "mnist.npz", "fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 
 
 def batches(n: int, size: int, steps: int, gen: torch.Generator):
     """``steps`` seeded mini-batches of row indices, epoch after epoch without replacement."""
-    done = 0
+    # A split smaller than a batch is one batch, the whole split in a fresh order each step (else no chunk is
+    # ever full and this never yields). Not sampling with replacement: repeats would weight some images twice,
+    # and in SimCLR a repeat is a negative that is the positive's own image.
+    size, done = min(size, n), 0
     while done < steps:
         for idx in torch.randperm(n, generator=gen).split(size):
             if len(idx) < size or done == steps:
@@ -111,7 +115,8 @@ def train_run(run: str, seed: int, recipe: Recipe, snapshots: dict[int, list[str
     gen = torch.Generator().manual_seed(derive_seed("train-family", domain, run, seed))
     out, loss = [], math.nan
     if recipe.objective != "none":
-        objective = Objective(recipe, x, y, gen)
+        with seeded(derive_seed("family-head", run, seed)):  # the thrown-away head too, or no two runs match
+            objective = Objective(recipe, x, y, gen)
         opt = torch.optim.Adam([*net.parameters(), *objective.head.parameters()], lr=LR)
         for step, idx in enumerate(batches(len(x), objective.batch, max(snapshots), gen), start=1):
             batch_loss = objective.loss(net, idx)
@@ -128,13 +133,29 @@ def train_run(run: str, seed: int, recipe: Recipe, snapshots: dict[int, list[str
     return out
 
 
-def read_domain(domain: str, path: Path):
+def read_domain(domain: str, path: Path | None):
+    """The domain's data, or one line (``SystemExit``) saying what is wrong with ``--data`` and what is valid."""
+    what = "an .npz with x (images) and y (labels), or a folder of IDX files"
+    if path is None and not DATA[domain].exists():
+        raise SystemExit(f"train_family: error: --data {DATA[domain]} is missing; run {GET_DATA[domain]}")
+    path = path or DATA[domain]
     if not path.exists():
-        hint = "run python scripts/prepare_mnist.py" if domain == "mnist" else "apt-get install dataset-fashion-mnist"
-        raise SystemExit(f"train_family: error: --data {path} is missing; {hint}")
-    reader = read_npz if path.suffix == ".npz" else read_idx
-    # the split of conf/dataset/{mnist,fashion_mnist}.yaml: the data's own train split (test_fraction unused)
-    return reader(domain, str(path), test_fraction=0.2, split_seed=0)
+        raise SystemExit(f"train_family: error: --data {path} does not exist; give {what}")
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try it as a pickle (read_npz's message
+        # then blames "array None")
+        raise SystemExit(f"train_family: error: --data {path} is not an .npz file (not a zip archive); give {what}")
+    reader = read_idx if path.is_dir() else read_npz
+    try:
+        # the split of conf/dataset/{mnist,fashion_mnist}.yaml: the data's own train split, else 80% seeded
+        data = reader(domain, str(path), test_fraction=0.2, split_seed=0)
+    except ValueError as err:  # the reader's one line names the job's key; here it is --data
+        raise SystemExit(f"train_family: error: {str(err).replace(f'dataset.path={str(path)!r}', f'--data {path}')}"
+                         ) from None
+    if data.shape != INPUT_SHAPE:  # never resized or recoloured: the checkpoints are labelled with this domain
+        c, h, w = data.shape
+        raise SystemExit(f"train_family: error: --data {path} holds {c}x{h}x{w} images; the family's members take "
+                         f"{'x'.join(map(str, INPUT_SHAPE))} grey images ({' or '.join(DOMAINS)})")
+    return data
 
 
 def main(argv=None) -> int:
@@ -142,7 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--domain", default="mnist", choices=DOMAINS, help="the data the family trains on")
     p.add_argument("--data", type=Path, help="its file or folder (default: outputs/data/mnist.npz for mnist, "
                                              "Debian's /usr/share/datasets/fashion-mnist for fashion_mnist)")
-    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "family", help="checkpoints go to OUT/<domain>/")
+    p.add_argument("--out", type=Path, default=TRAIN_OUT, help="checkpoints go to OUT/<domain>/")
     p.add_argument("--members", default=",".join(MEMBERS), help="comma-separated <recipe>_s<seed> (default: all)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every recipe's steps (CI: fewer)")
     p.add_argument("--force", action="store_true", help="retrain members whose checkpoint exists")
@@ -154,8 +175,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"train_family: error: --members: {err}") from None
     if not names:
         raise SystemExit("train_family: error: --members is empty")
-    if not args.steps_scale > 0:
-        raise SystemExit(f"train_family: error: --steps-scale {args.steps_scale} must be > 0")
+    if not (math.isfinite(args.steps_scale) and args.steps_scale > 0):
+        raise SystemExit(f"train_family: error: --steps-scale {args.steps_scale} must be a finite number > 0 "
+                         f"(1 = the recipes' own steps; 0.3 for a quick run)")
     out = args.out / args.domain
     todo = [n for n in names if args.force or not (out / f"{n}.safetensors").is_file()]
     print("| member | steps | last loss | seconds | checkpoint |\n|---|---:|---:|---:|---|")
@@ -163,7 +185,7 @@ def main(argv=None) -> int:
         print(f"| {name} | | | | {out / name}.safetensors (kept) |", flush=True)
     if not todo:
         return 0
-    data = read_domain(args.domain, args.data or DATA[args.domain])
+    data = read_domain(args.domain, args.data)
     x, y = data.take(Split.train, slice(None), "cpu")
     x = (x - 0.5) / 0.5  # the encoder's own normalisation (conf/model/family.yaml: mean 0.5, std 0.5)
     runs: dict[tuple[str, int], dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))

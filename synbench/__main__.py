@@ -1,3 +1,7 @@
-from synbench.app import main
+import sys
 
+from synbench.app import main
+from synbench.runner import check_overrides
+
+check_overrides(sys.argv[1:], "synbench")
 main()

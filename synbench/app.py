@@ -42,11 +42,12 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     # of the job's identity, so changed data at the same path are never skipped as FINISHED
     data = dataset_for(cfg, metrics)
     tracker = tracker_from(cfg)
-    tracker.connect()
     config_hash = job_hash(cfg, data.digest if data is not None else None)
-    done = finished_before(cfg, tracker, config_hash)
-    if done is not None:
-        return reuse_finished(done, tracker, config_hash, output_dir)
+    if tracker.exists():  # a new local store is created with the run: a job refused before it leaves none
+        tracker.connect()
+        done = finished_before(cfg, tracker, config_hash)
+        if done is not None:
+            return reuse_finished(done, tracker, config_hash, output_dir)
     configure_threads()
     encoder = build(cfg.model).to(device)
     transform = (InputTransform.between(data.shape, encoder.input_shape, encoder.value_range, f"model {encoder.name!r}")

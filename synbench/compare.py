@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,7 +26,7 @@ from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
 from synbench.encoders.tune import configure_threads, plan_applied, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
-from synbench.runner import CONF_DIR, finished_before, results_kept, reuse_finished, run_in_hydra
+from synbench.runner import CONF_DIR, check_overrides, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
 from synbench.tracking.mlflow_run import process_tags, ui_command
 from synbench.tracking.sweep import tracker_from
@@ -116,11 +117,12 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
     device = resolve_device(cfg.device)
     precision = Precision.parse(cfg.embed.precision)
     tracker = tracker_from(cfg)
-    tracker.connect()
     config_hash = job_hash(cfg, data.digest if data is not None else None)  # the same path may hold other data
-    done = finished_before(cfg, tracker, config_hash, kinds=("comparison",))
-    if done is not None:
-        return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
+    if tracker.exists():  # a new local store is created with the run (a refused comparison leaves none)
+        tracker.connect()
+        done = finished_before(cfg, tracker, config_hash, kinds=("comparison",))
+        if done is not None:
+            return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
     configure_threads()
     embeddings, models = embed_models(cfg, device, precision, data)
 
@@ -178,4 +180,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:], "synbench.compare")
     main()

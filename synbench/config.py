@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -433,8 +435,37 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+# the password of a URL's user info (``scheme://user:password@host``): never logged, printed or uploaded
+# (Hydra's printed overrides escape each ``:`` as ``\:``)
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*\\?://[^/\s:@]*):[^\s/]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (``http://alice:***@host``)."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def redact_log_records() -> None:
+    """Every log record of this process, Hydra's own included (its launcher prints each job's overrides), has
+    URL passwords redacted as it is made: the record factory outlives the handlers Hydra reconfigures."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacts", False):
+        return
+
+    def redacted(*args, **kwargs):
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        if "@" in message and redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return record
+
+    redacted.redacts = True
+    logging.setLogRecordFactory(redacted)
+
+
 def flat_params(cfg: DictConfig) -> dict[str, object]:
-    """The resolved config flattened to dotted keys (``model.name``), lists as strings: MLflow params."""
+    """The resolved config flattened to dotted keys (``model.name``), lists as strings, passwords in URLs
+    redacted: MLflow params."""
     out: dict[str, object] = {}
 
     def walk(node, prefix):
@@ -442,7 +473,8 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
             for k, v in node.items():
                 walk(v, f"{prefix}{k}.")
         else:
-            out[prefix[:-1]] = node if isinstance(node, (int, float, bool, str)) or node is None else str(node)
+            value = node if isinstance(node, (int, float, bool, str)) or node is None else str(node)
+            out[prefix[:-1]] = redact(value) if isinstance(value, str) else value
 
     walk(resolved(cfg), "")
     return out

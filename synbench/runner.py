@@ -7,18 +7,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from synbench.config import build
+from synbench.config import build, redact_log_records
 from synbench.encoders.base import first_line
 from synbench.tracking import TrackingError, slurm
 from synbench.tracking.mlflow_run import JobRun, tag_sweep_error
+from synbench.tracking.sweep import tracker_from
 
 log = logging.getLogger("synbench")
 
@@ -36,22 +40,107 @@ class BadInput(CompactHydraException):
     Hydra prints a compact error as its message alone, where any other exception gets a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a container stop, a scheduler's pre-emption) as an interruption: the run
+    ends KILLED with this reason, as on Ctrl-C, instead of the process dying with its run left RUNNING."""
+
+
+STOPS = {Terminated: ("SIGTERM (kill, timeout, a container stop or a pre-emption)", 143),
+         KeyboardInterrupt: ("SIGINT (Ctrl-C)", 130)}
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While a job runs, SIGTERM raises ``Terminated``. Only where SIGTERM would otherwise kill outright (the
+    default handler, in the main thread): a handler someone else set (submitit's, under Slurm) is kept."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(STOPS[Terminated][0])
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def check_overrides(argv: list[str], prog: str) -> None:
+    """An override Hydra's grammar cannot parse is one line that says how to quote it (Hydra's own error points
+    a caret at the first space and links its grammar): a path with spaces needs quotes inside the override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            key, _, value = arg.partition("=")
+            raise SystemExit(f"{prog}: error: cannot parse the override {arg!r}: a value with spaces or special "
+                             f"characters needs quotes inside the override, e.g. '{key}=\"{value}\"' (Hydra's "
+                             f"grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)") from None
+
+
+class RedactLogs(Callback):
+    """From Hydra's start, in the launcher and every job: no log line shows a password of a URL (a
+    ``tracking.uri`` such as ``http://user:password@host``)."""
+
+    def __init__(self) -> None:
+        redact_log_records()
+
+
+class CheckOutputs(Callback):
+    """Before Hydra makes the job's folder under ``paths.outputs``: a folder that cannot be written (read-only,
+    below a file) is one line naming the key, not Hydra's traceback from deep inside its launcher."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_writable(config, config.hydra.sweep.dir)
+
+
+def _check_writable(config: DictConfig, job_dir: str) -> None:
+    outputs = Path(str(config.paths.outputs))
+    try:
+        outputs.mkdir(parents=True, exist_ok=True)
+        Path(str(job_dir)).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"{config.hydra.job.name}: error: paths.outputs={str(outputs)!r} cannot be written "
+                         f"({err.strerror}: {err.filename}); point paths.outputs at a writable folder") from None
+
+
 def run_in_hydra(run_app, cfg: DictConfig, prog: str, what: str) -> None:
     """Every app's Hydra wrapper: its folder from Hydra; bad input is one line without a traceback. One run
     leaves no folder behind (nothing in it is a result). In a multirun the line also goes to the sweep's parent
     run, and a sweep whose jobs run in this process (Hydra's basic launcher) ends there: every later job would
     wait its turn only to meet, most often, the same bad input. Other launchers report the failed job."""
+    redact_log_records()  # a job process of joblib or submitit starts without the launcher's callbacks
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:
-        run_app(cfg, output_dir, output_dir / hc.output_subdir)
+        with sigterm_interrupts():
+            run_app(cfg, output_dir, output_dir / hc.output_subdir)
+    except KeyboardInterrupt as err:  # its run (if it had one) is KILLED with the reason: one line, no traceback
+        why, code = STOPS[type(err)] if type(err) in STOPS else STOPS[KeyboardInterrupt]
+        log.error("%s: the %s was stopped by %s; its MLflow run, if it had started, is KILLED (re-run it: "
+                  "finished jobs are skipped)", prog, what, why)
+        print(f"{prog}: the {what} was stopped by {why}; its run, if it had started, is KILLED; re-run it "
+              f"(finished jobs are skipped); the job's log: {output_dir}", file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
     except USER_ERRORS as err:
         log.error("%s", err)
         if hc.mode == RunMode.RUN:
             _drop_if_empty(output_dir, hc.output_subdir)
             raise SystemExit(f"{prog}: error: {err}") from None
         line = f"{prog}: error: job #{hc.job.num} ({hc.job.override_dirname or 'no overrides'}): {err}"
-        tag_sweep_error(str(cfg.tracking.uri), line, float(cfg.tracking.connect_timeout_s))
+        tag_sweep_error(tracker_from(cfg).uri, line, float(cfg.tracking.connect_timeout_s))
         if hc.launcher._target_.endswith(".BasicLauncher"):
             raise SystemExit(f"{line}; the sweep stops here (re-run it once fixed: finished jobs are skipped)") \
                 from None

@@ -83,6 +83,9 @@ def test_masks_of_0_and_1_are_said_and_bools_read_as_0_and_1(tmp_path, caplog):
 
 
 def test_empty_data_are_one_line(tmp_path, monkeypatch):
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match=r"cannot read it as an \.npz file \(it is not a zip archive"):
+        read_npz("text", str(tmp_path / "text.npz"), **SPLIT)
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 28, 28), np.uint8), y=np.zeros(0, np.int64))
     with pytest.raises(ValueError, match=r"holds no images \(x has shape \[0, 1, 28, 28\]\)"):
         read_npz("empty", str(tmp_path / "empty.npz"), **SPLIT)

@@ -387,3 +387,15 @@ def test_per_radius_robustness_skips_vacuous_radii_and_the_repeated_last(sweep, 
     assert "robustness/eps_0.10/criterion/eps_0.2: at a vacuous radius" in capsys.readouterr().err
     assert {r["metric"] for r in read(out / parent / "report.csv")} == {
         "robustness/eps_0.10/criterion/eps_0.01", "mnist: downstream/accuracy"}
+
+
+def test_an_unwritable_out_is_one_line_and_an_experiment_name_never_leaves_it(sweep, tmp_path):
+    (tmp_path / "afile").write_text("")
+    msg = refused(["--parent", sweep["parent"], "--tracking-uri", sweep["uri"]], tmp_path / "afile" / "rep")
+    assert "--out" in msg and "pass --out a writable folder" in msg
+    client = sweep["client"]
+    name = f"../../escape-{uuid.uuid4().hex[:6]}"
+    fake_sweep(client, name, sweep["values"], sweep["artifacts"])
+    assert report.main(["--experiment", name, "--tracking-uri", sweep["uri"], "--out", str(tmp_path / "o" / "r")]) == 0
+    written = [p for p in tmp_path.rglob("report.md")]
+    assert len(written) == 1 and (tmp_path / "o" / "r") in written[0].parents

@@ -181,6 +181,9 @@ def read_npz(name: str, path: str, test_fraction: float, split_seed: int, n_trai
             for key in z.files:
                 arrays[key] = z[key]
     except ValueError as err:
+        if key is None:  # numpy falls back to unpickling a file that is no zip archive: not an npz at all
+            raise ValueError(f"{where}: cannot read it as an .npz file (it is not a zip archive of arrays; write it "
+                             f"with numpy.savez)") from None
         if "allow_pickle" not in str(err):
             raise ValueError(f"{where}: cannot read it as an .npz file (ValueError: {str(err).splitlines()[0]})") from None
         # pickles are never loaded (they run code): an object array, such as a list of strings, is refused

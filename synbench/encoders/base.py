@@ -9,6 +9,7 @@ paths (robustness bound, RMQM) differentiate from raw-input space through the wh
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 import torch
@@ -26,8 +27,9 @@ class EncoderError(ValueError):
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (or its type when it has none): errors here are one line."""
-    text = str(err).strip()
+    """The first line of an exception's message (or its type when it has none), without terminal colour codes
+    (torch's weights-only refusal carries some): errors here are one plain line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 

@@ -6,8 +6,9 @@ A member is a recipe (an architecture and how it is trained) and a training seed
 the seeds of a recipe differ in init and data order only, so their spread is the recipe's own noise, which the
 study's statistics resample as a unit. ``scripts/train_family.py`` trains them (seeded, on 2 CPU cores) into
 ``outputs/family/<domain>/<member>.safetensors``, and ``model=family model.name=<member> model.module.domain=<domain>``
-loads one through ``model=custom`` (``build`` is its ``module._target_``). Inputs: 1 x 28 x 28 in [0, 1],
-normalised ``(x - 0.5) / 0.5`` by the encoder; every member returns 64 features (the penultimate layer).
+loads one through ``model=custom``'s keys (``load`` is its ``_target_``, ``build`` its ``module._target_``).
+Inputs: 1 x 28 x 28 in [0, 1], normalised ``(x - 0.5) / 0.5`` by the encoder; every member returns 64 features
+(the penultimate layer).
 
 The recipes span quality and kind, fixed before any study was run (issue 32): an untrained CNN, a linear map, an
 MLP, CNNs of width 4 and 16, an early and a late checkpoint of one training run, two that reach high accuracy
@@ -19,12 +20,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
+
+from synbench.encoders.base import Encoder, EncoderError
+from synbench.encoders.custom import wrap_module
 
 FEATURES = 64
 DOMAINS = ("mnist", "fashion_mnist")  # the data a family trains on; the other is its transfer task
 SEEDS = (0, 1, 2)
+INPUT_SHAPE = (1, 28, 28)  # grey 28 x 28 images, as conf/model/family.yaml declares
+ROOT = Path(__file__).resolve().parents[2]  # the repository, whose scripts/ train the family
+TRAIN_OUT = ROOT / "outputs" / "family"  # scripts/train_family.py's default --out
+# scripts/train_family.py's default --data per domain, and the command that puts it there
+DATA = {"mnist": ROOT / "outputs" / "data" / "mnist.npz", "fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
+GET_DATA = {"mnist": "python scripts/prepare_mnist.py", "fashion_mnist": "apt-get install dataset-fashion-mnist"}
 
 
 def cnn_trunk(width: int) -> list[nn.Module]:
@@ -86,9 +97,38 @@ def parse(name: str) -> tuple[str, Recipe, int]:
     return m.group(1), RECIPES[m.group(1)], int(m.group(2))
 
 
+def check_domain(domain: str) -> None:
+    if domain not in DOMAINS:
+        raise ValueError(f"model.module.domain={domain!r} is not a family's domain; valid: {', '.join(DOMAINS)}")
+
+
 def build(member: str, domain: str) -> nn.Module:
     """``module._target_`` of ``model=family``: the member's architecture (weights: its checkpoint, which
     ``domain`` locates)."""
-    if domain not in DOMAINS:
-        raise ValueError(f"model.module.domain={domain!r} is not a family's domain; valid: {', '.join(DOMAINS)}")
+    check_domain(domain)
     return parse(member)[1].build()
+
+
+def not_trained(member: str, domain: str, checkpoint: Path) -> str:
+    """The line for a valid member whose checkpoint is missing: the commands that write it."""
+    out = checkpoint.parent.parent
+    if checkpoint.parent.name != domain or checkpoint.name != f"{member}.safetensors":  # a path of the user's own
+        return (f"model.checkpoint={str(checkpoint)!r} does not exist; python scripts/train_family.py --domain "
+                f"{domain} --members {member} --out OUT writes OUT/{domain}/{member}.safetensors")
+    prepare = "" if DATA[domain].exists() else f"{GET_DATA[domain]}, then "
+    to = "" if out.resolve() == TRAIN_OUT.resolve() else f" --out {out}"
+    return (f"model.name={member!r} of the {domain} family is not trained yet (model.checkpoint="
+            f"{str(checkpoint)!r} does not exist): run {prepare}python scripts/train_family.py --domain {domain}{to} "
+            f"(every member; add --members {member} for this one only)")
+
+
+def load(name: str, module, checkpoint: str | None, **spec) -> Encoder:
+    """``_target_`` of ``model=family``: the family's own checks (domain, member, trained yet), each one line
+    naming what is valid, before ``wrap_module`` builds anything; its generic "checkpoint does not exist"
+    would otherwise hide them (the checkpoint path holds the member and the domain)."""
+    member, domain = str(module["member"]), str(module["domain"])
+    check_domain(domain)
+    parse(member)
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise EncoderError(not_trained(member, domain, Path(checkpoint).expanduser().absolute()))
+    return wrap_module(name, module, checkpoint=checkpoint, **spec)

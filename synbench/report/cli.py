@@ -101,8 +101,13 @@ def main(argv=None) -> int:
     notes += pair_notes
     for note in notes:
         print(f"{NOTE}{note}", file=sys.stderr)
-    out = args.out / (args.parent or args.experiment)
-    out.mkdir(parents=True, exist_ok=True)
+    # an experiment's name is anyone's text: as a folder name it keeps its letters and never climbs out of --out
+    out = args.out / (args.parent or re.sub(r"[^\w.-]+", "_", args.experiment).lstrip("."))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"{ERROR}--out {str(args.out)!r} cannot be written ({err.strerror}: {err.filename}); "
+                         f"pass --out a writable folder") from None
     files = [write_csv(out / "report.csv", rows, REPORT_COLUMNS)]
     if truth:
         files.append(write_csv(out / "correlations.csv", corr, CORR_COLUMNS))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -14,7 +15,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlunparse
+
+from synbench.config import redact
 
 from synbench.metrics import MetricResult
 from synbench.tracking import slurm
@@ -51,14 +54,34 @@ def fast_fail(timeout_s: float):
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on a local store (light settings: one worker, no job runner)."""
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow_bin} ui --backend-store-uri {uri} "
-            f"--workers 1 --host 127.0.0.1 --port 5000")
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {shlex.quote(str(mlflow_bin))} ui --backend-store-uri "
+            f"{shlex.quote(uri)} --workers 1 --host 127.0.0.1 --port 5000")  # quoted: paths may hold spaces
+
+
+def without_credentials(uri: str) -> str:
+    """An http(s) ``tracking.uri`` with its ``user:password@`` moved into MLflow's own variables
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, inherited by the jobs this process starts), so
+    MLflow never prints it; other URIs as given (every message shows them through ``redact``)."""
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    global _said_credentials
+    if not _said_credentials:
+        log.warning("tracking.uri holds a password: it is handed to MLflow as MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD and never logged; set those variables instead (docs/slurm.md)")
+        _said_credentials = True
+    return urlunparse(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+_said_credentials = False
 
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None, connect_timeout_s: float,
                  run_name: str | None = None, heartbeat_s: float = 60, stale_after_s: float = 600):
-        self.uri = str(uri)
+        self.uri = without_credentials(str(uri))
         self.heartbeat_s = float(heartbeat_s)
         self.stale_after_s = float(stale_after_s)
         if self.heartbeat_s < 0 or not self.stale_after_s > 2 * self.heartbeat_s:
@@ -82,12 +105,10 @@ class MlflowTracker:
 
         scheme = urlparse(self.uri).scheme
         if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks", "file"):
-            raise TrackingError(f"tracking.uri={self.uri!r} has an unsupported scheme; use sqlite:///abs/path.db "
+            raise TrackingError(f"tracking.uri={redact(self.uri)!r} has an unsupported scheme; use sqlite:///abs/path.db "
                                 f"or http(s)://host:port of an MLflow server")
-        if scheme == "sqlite":
-            Path(urlparse(self.uri).path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with fast_fail(self.connect_timeout_s):
+            with fast_fail(self.connect_timeout_s), self._creation_lock():
                 client = MlflowClient(self.uri)
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
@@ -106,12 +127,65 @@ class MlflowTracker:
                         exp_id = exp.experiment_id
                 else:
                     exp_id = exp.experiment_id
+        except TrackingError:
+            raise
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise TrackingError(f"MLflow store tracking.uri={self.uri!r} is unreachable or unusable: {first}") from err
+            raise TrackingError(f"MLflow store tracking.uri={redact(self.uri)!r} is unreachable or unusable: "
+                                f"{redact(first)}") from err
         mlflow.set_tracking_uri(self.uri)
         self.experiment_id = exp_id
         return exp_id
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file of a local store; None for a server."""
+        return Path("/" + urlparse(self.uri).path.lstrip("/")) if self.is_local else None
+
+    def exists(self) -> bool:
+        """Whether there is a store to read: a server always (``connect`` checks it answers); a local store once
+        its file exists. A job reads a missing local store as empty and creates it with its run, so a job
+        refused before its run leaves no store file behind."""
+        if not self.is_local:
+            return True
+        if self.db_path.exists():
+            return True
+        self._check_creatable()
+        return False
+
+    def _check_creatable(self) -> None:
+        """A local store's folder can be made (one line naming tracking.uri when it cannot: below a file, on a
+        read-only filesystem), before any heavy work."""
+        folder = self.db_path.parent
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "is a file" if not existing.is_dir() else "is not writable"
+            raise TrackingError(f"tracking.uri={redact(self.uri)!r}: cannot create the store there ({existing} "
+                                f"{why}); point paths.outputs (or tracking.uri) at a writable folder")
+
+    @contextlib.contextmanager
+    def _creation_lock(self):
+        """Two jobs started at once on a new local store must not both create and migrate it (the second would
+        fail "Online migration expected to match one row"): the first to hold an exclusive lock on the store's
+        folder creates it, the other then finds it ready. Servers serialise this themselves."""
+        if not self.is_local:
+            yield
+            return
+        import fcntl
+
+        self._check_creatable()
+        folder = self.db_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"tracking.uri={redact(self.uri)!r}: cannot create its folder ({err.strerror}: "
+                                f"{folder}); point paths.outputs (or tracking.uri) at a writable folder") from None
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     @contextlib.contextmanager
     def job_run(self, run_name: str, params: dict, tags: dict, parent_run_id: str | None = None
@@ -134,8 +208,9 @@ class MlflowTracker:
                 yield job
         except BaseException as err:
             stopped = slurm.scheduler_stop(err)  # Slurm's state when the scheduler stopped the job
+            reason = str(err) or ("SIGINT (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else "")
             with contextlib.suppress(Exception):
-                mlflow.set_tags({"synbench.error": f"{type(err).__name__}: {err}"[:5000],
+                mlflow.set_tags({"synbench.error": redact(f"{type(err).__name__}: {reason}")[:5000],
                                  **({SLURM_STATE: stopped} if stopped else {})})
             with contextlib.suppress(Exception):  # the job's own error is what the caller must see
                 self._end(job.run_id, "KILLED" if stopped or isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -222,7 +297,7 @@ class MlflowTracker:
             MlflowClient(self.uri).set_tag(parent, f"synbench.reused.{config_hash}", run_id)
 
     def run_url(self, job: "JobRun") -> str:
-        base = self.uri if not self.is_local else "http://127.0.0.1:5000"
+        base = redact(self.uri) if not self.is_local else "http://127.0.0.1:5000"
         # the query opens MLflow 3's classic "model training" view instead of its GenAI view
         return f"{base.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}?workflowType=machine_learning"
 
@@ -379,16 +454,27 @@ class JobRun:
 
     def log_logs(self, folder: Path) -> None:
         """The job's own log file(s) (Hydra writes ``<job name>.log`` into the job folder), as they stand now."""
-        import mlflow
-
-        for f in sorted(Path(folder).glob("*.log")):
-            mlflow.log_artifact(str(f), artifact_path="logs")
+        self._log_redacted(sorted(Path(folder).glob("*.log")), Path(folder), "logs")
 
     def log_dir(self, path: Path, artifact_path: str) -> None:
+        """A folder of text files (Hydra's config, overrides and settings), each uploaded with the passwords of
+        the URLs in it redacted: a ``tracking.uri`` with ``user:password@`` must not reach the server's store."""
+        if Path(path).is_dir():
+            self._log_redacted(sorted(f for f in Path(path).rglob("*") if f.is_file()), Path(path), artifact_path)
+
+    @staticmethod
+    def _log_redacted(files: list[Path], root: Path, artifact_path: str) -> None:
+        import tempfile
+
         import mlflow
 
-        if Path(path).is_dir():
-            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in files:
+                copy = Path(tmp) / f.relative_to(root)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(redact(f.read_text(errors="replace")))
+            if files:
+                mlflow.log_artifacts(tmp, artifact_path=artifact_path)
 
     def _batch(self, points: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from synbench.config import redact
 from synbench.tracking.mlflow_run import PARENT_ENV, MlflowTracker, process_tags
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class MlflowSweepCallback(Callback):
         exp_id = tracker.connect()
         tracker.kill_stale_sweeps()
         sweep_dir = str(config.hydra.sweep.dir)
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = redact(" ".join(config.hydra.overrides.task))
         client = MlflowClient(tracker.uri)
         run = client.create_run(exp_id, run_name=f"sweep {Path(sweep_dir).name}", tags={
             "synbench.kind": "sweep", "synbench.sweep_dir": sweep_dir, "synbench.sweep_overrides": overrides,
