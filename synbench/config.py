@@ -210,6 +210,7 @@ class DatasetConf:
     n_train: Optional[int] = None  # a seeded subset of the train split; null: all of it
     n_test: Optional[int] = None
     classes: Optional[list[str]] = None  # names of integer labels, indexed by label; null: the data's own
+    get: Optional[str] = None  # the command that writes dataset.path, said when it is missing (named datasets)
 
 
 @dataclass

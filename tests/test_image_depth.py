@@ -102,3 +102,14 @@ def test_empty_data_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"cannot read a/0\.png as an image \(DecompressionBombError: ") as err:
         read_image_folder("folder", str(root), **SPLIT)
     assert "\n" not in str(err.value)
+
+
+def test_a_named_dataset_that_is_not_there_says_the_command_that_writes_it(tmp_path):
+    from tests.conftest import make_cfg
+    from synbench.config import build
+
+    cfg = make_cfg(tmp_path, "dataset=mnist")
+    with pytest.raises(ValueError) as err:
+        build(cfg.dataset)
+    assert str(err.value) == (f"dataset.path='{tmp_path}/data/mnist.npz' does not exist; python scripts/prepare_mnist.py "
+                              f"--out {tmp_path}/data/mnist.npz writes it (dataset.get)")

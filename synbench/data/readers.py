@@ -31,10 +31,11 @@ from synbench.data.transform import resize
 log = logging.getLogger(__name__)
 
 
-def _existing(path: str, what: str) -> Path:
+def _existing(path: str, what: str, get: str | None = None) -> Path:
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise ValueError(f"dataset.path={str(path)!r} does not exist; give {what}")
+        raise ValueError(f"dataset.path={str(path)!r} does not exist; " +
+                         (f"{get} writes it (dataset.get)" if get else f"give {what}"))
     return p
 
 
@@ -44,8 +45,9 @@ def _common(test_fraction, split_seed, n_train, n_test) -> dict:
 
 def read_image_folder(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
                       n_test: int | None = None, image_size: int | None = None,
-                      classes: list[str] | None = None) -> LabelledDataset:
-    root = _existing(path, "a folder of images: one subfolder per class, or the images themselves (unlabelled)")
+                      classes: list[str] | None = None, get: str | None = None) -> LabelledDataset:
+    root = _existing(path, "a folder of images: one subfolder per class, or the images themselves (unlabelled)",
+                     get)
     where = f"dataset.path={str(path)!r}"
     if classes is not None:
         raise ValueError(f"dataset.classes={list(classes)}: an image_folder's classes are its folder names; drop "
@@ -172,8 +174,9 @@ def _resize(im: np.ndarray, side: int) -> np.ndarray:
 
 
 def read_npz(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
-             n_test: int | None = None, value_range=None, classes: list[str] | None = None) -> LabelledDataset:
-    file = _existing(path, "an .npz file with arrays x (images) and y (labels)")
+             n_test: int | None = None, value_range=None, classes: list[str] | None = None,
+             get: str | None = None) -> LabelledDataset:
+    file = _existing(path, "an .npz file with arrays x (images) and y (labels)", get)
     where = f"dataset.path={str(path)!r}"
     arrays, key = {}, None
     try:
@@ -244,8 +247,8 @@ def read_idx_file(path: Path) -> np.ndarray:
 
 
 def read_idx(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
-             n_test: int | None = None, classes: list[str] | None = None) -> LabelledDataset:
-    root = _existing(path, "a folder with the IDX files of MNIST, Fashion-MNIST or KMNIST")
+             n_test: int | None = None, classes: list[str] | None = None, get: str | None = None) -> LabelledDataset:
+    root = _existing(path, "a folder with the IDX files of MNIST, Fashion-MNIST or KMNIST", get)
     where = f"dataset.path={str(path)!r}"
     arrays = {}
     for key, stem in IDX_FILES.items():
@@ -271,8 +274,9 @@ def read_idx(name: str, path: str, test_fraction: float, split_seed: int, n_trai
 
 def read_hf(name: str, path: str, test_fraction: float, split_seed: int, n_train: int | None = None,
             n_test: int | None = None, image_key: str = "image", label_key: str = "label",
-            image_size: int | None = None, classes: list[str] | None = None) -> LabelledDataset:
-    root = _existing(path, "a directory written by datasets' save_to_disk")
+            image_size: int | None = None, classes: list[str] | None = None,
+            get: str | None = None) -> LabelledDataset:
+    root = _existing(path, "a directory written by datasets' save_to_disk", get)
     where = f"dataset.path={str(path)!r}"
     try:
         import datasets
