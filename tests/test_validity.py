@@ -1,8 +1,9 @@
 """The validity study's CI version (``scripts/validity_mnist.py --quick``): 3 recipes x 2 training seeds of the
-MNIST family trained here, the real multirun, the report (recipe bootstrap, permutation p, Holm, with and
-without the random inits), the comparison, the claims and the tables the full study writes into the docs. The
-report's numbers are checked against scipy and a direct permutation count on the runs' own values, and the
-trained encoders against their intended grading on held-out MNIST."""
+MNIST family trained here, the real multirun, the report, the comparison, and the pre-registered claims, control,
+check and tables the full study writes into the docs, through the same statistics. The report's numbers are
+checked against scipy and a direct permutation count on the runs' own values, the study's tables against scipy on
+the recipe means, and the trained encoders against their intended grading on held-out MNIST. The fast tests check
+that the study reads its claims from the pre-registration and refuses a design the family cannot train."""
 
 import csv
 import importlib.util
@@ -17,6 +18,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
+
+from synbench.report.design import DEFAULT as FILE
+from synbench.report.design import load
+from synbench.report.mdtable import ragged, tables
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -107,19 +112,82 @@ def test_the_trained_encoders_are_graded(study):
     assert mean["random_cnn"] < mean["linear"] < mean["cnn_w8"], mean
 
 
+def section(text: str, name: str) -> str:
+    return text.split(f"## {name}\n")[1].split("\n## ")[0]
+
+
 @pytest.mark.slow
 def test_the_study_writes_its_tables(study):
     folder = study / "validity_quick"
     assert (folder / "compare" / "comparison.json").is_file()
     text = (folder / "tables.md").read_text()
-    for section in ("claims", "manifold", "members-mnist", "correlations-mnist", "bound-mnist", "timings"):
-        assert f"## {section}\n" in text, section
-    claims = text.split("## claims\n")[1].split("\n## ")[0]
-    assert "logme/logme [mnist]" in claims and "synbench/score [ones]" in claims
-    # Nern et al.'s criterion is a certified lower bound: it never exceeds the attack's robust accuracy
-    bound = text.split("## bound-mnist\n")[1].split("\n## ")[0]
-    counts = re.findall(r"\| (\d+) of (\d+) \|", bound)
-    assert counts and all(a == b for a, b in counts), bound
+    for name in ("claims", "controls", "nern", "manifold", "members-mnist", "exploratory-mnist", "timings"):
+        assert f"## {name}\n" in text, name
+    assert ragged(text) == [], ragged(text)  # every table renders: each row has its header's cells
+    pre = load()
+    # every registered test is a row, run or not (the quick family has 2 trained recipes: too few to test)
+    [claims] = tables(section(text, "claims"))
+    assert len(claims) - 2 == pre["statistics"]["supported"]["family_size"]
+    assert {row[-1] for row in claims[2:]} == {"undecided"}
+    assert "synbench/score [ones]" in section(text, "claims") and "not run: 2 recipes" in section(text, "claims")
+    assert "logme/logme [mnist]" in section(text, "controls")
+    # the exploratory rows: tau and exact two-sided p of the recipe means of the runs' own values
+    runs = job_runs(study)
+    x = {r.data.tags["synbench.model"]: r.data.metrics["spectrum/data/rankme"] for r in runs
+         if "spectrum/data/rankme" in r.data.metrics}
+    y = {r.data.tags["synbench.model"]: r.data.metrics["downstream/accuracy"] for r in runs
+         if r.data.tags.get("synbench.dataset") == "mnist" and "downstream/accuracy" in r.data.metrics}
+    groups = sorted({recipe(m) for m in x})
+    gx = [np.mean([x[m] for m in x if recipe(m) == g]) for g in groups]
+    gy = [np.mean([y[m] for m in y if recipe(m) == g]) for g in groups]
+    [exploratory] = tables(section(text, "exploratory-mnist"))
+    [row] = [r for r in exploratory if r[:3] == ["spectrum/data/rankme", "mnist accuracy", "all"]]
+    want = stats.kendalltau(gx, gy, method="exact")
+    assert float(row[4].split(" ")[0]) == pytest.approx(want.statistic, abs=0.005)
+    assert float(row[5]) == pytest.approx(want.pvalue, abs=0.0005)
+    # Nern et al.'s check: each radius's result is what its counts say
+    [nern] = tables(section(text, "nern"))
+    for r in nern[2:]:
+        members, certifying, violations = int(r[3]), int(r[4]), int(r[5])
+        assert r[-1] == ("not measured" if members == 0 else "fails" if violations else
+                         "vacuous" if certifying == 0 else "holds"), r
+    measured = {(r[1], r[2]) for r in runs_with(runs, pre["checks"][0])}
+    assert {(r[1], r[2]) for r in nern[2:] if r[-1] != "not measured"} == measured
+
+
+def runs_with(runs, check) -> list[tuple]:
+    """(domain, dataset, radius) for which some run logged both of the check's metrics."""
+    out = []
+    for radius in check["radii"]:
+        keys = [check[k].format(radius=f"{radius:g}") for k in ("certified", "robust")]
+        out += [("mnist", r.data.tags["synbench.dataset"], f"{radius:g}") for r in runs
+                if all(k in r.data.metrics for k in keys)]
+    return sorted(set(out))
+
+
+def test_the_study_reads_its_claims_from_the_preregistration(tmp_path):
+    module = script()
+    assert not hasattr(module, "CLAIMS")
+    bad = tmp_path / "prereg.yaml"
+    bad.write_text(FILE.read_text().replace("alpha: 0.05", "alpha: 5"))
+    with pytest.raises(SystemExit, match=r"^validity: error: .*statistics\.alpha: 5 is not a level in \(0, 1\)$"):
+        module.main(["--preregistration", str(bad), "--outputs", str(tmp_path)])
+    # the full study runs the registered design or nothing: the current family cannot train it yet
+    from synbench.encoders.family import RECIPES
+
+    registered = [r["name"] for r in load()["recipes"]]
+    if not set(registered) <= set(RECIPES):
+        with pytest.raises(SystemExit, match=r"pre-registered recipes \(missing: "):
+            module.main(["--outputs", str(tmp_path)])
+    assert not (tmp_path / "mlflow").exists()  # refused before any job ran
+
+
+def test_the_page_block_holds_every_table_under_a_heading():
+    module = script()
+    tables_ = {"claims": "| a |\n|---|\n| 1 |", "members-mnist": "| b |\n|---|\n| 2 |", "timings": "t"}
+    text = module.results(tables_)
+    assert text.index("#### The claims") < text.index("#### The members (mnist)") < text.index("#### Time")
+    assert ragged(text) == []
 
 
 def test_fill_replaces_between_markers_and_names_a_missing_table():

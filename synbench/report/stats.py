@@ -8,6 +8,11 @@ hypotheses: Holm's step-down adjustment keeps its family-wise error rate.
 A resample is a weight per member (how many times it was drawn): Kendall's tau-b and Pearson's r of the data
 with member i repeated w_i times are quadratic and linear forms in the weights, so every resample is one row of
 a matrix product. The point estimates stay scipy's, over members.
+
+The validity study's pre-registered test (``kendall_test``) is one-sided and exact: without ties, Kendall's
+tau of n recipe means is a function of the number of discordant pairs, whose null distribution (every
+permutation equally likely) is the Mahonian distribution of inversions, computed here by convolution; with
+ties it falls back to the permutation count above, one-sided.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from synbench.report.names import span
 EXACT_UP_TO = 8  # groups: every permutation (8! = 40,320) is enumerated up to this many
 PERMUTATIONS = 9999  # random permutations above it
 _CHUNK = 1 << 22  # pair signs per block of permutations (memory stays ~ 32 MB)
+ALTERNATIVES = ("two-sided", "greater", "less")  # scipy's names: greater tests a positive association
 
 
 def interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -117,11 +123,14 @@ def _all_permutations(n: int) -> np.ndarray:
 
 
 def permutation_test(x: np.ndarray, y: np.ndarray, seed: int, exact_up_to: int = EXACT_UP_TO,
-                     n_perm: int = PERMUTATIONS) -> tuple[float, float]:
-    """Kendall's tau-b of x with y and its two-sided permutation p-value: the share of permutations of y whose
-    |tau| is at least the observed one. Every permutation up to ``exact_up_to`` points (the exact p, equal to
-    scipy's exact test when nothing ties); else ``n_perm`` seeded random ones, p = (1 + hits) / (1 + n_perm).
-    NaN when x or y is constant (or fewer than 2 points)."""
+                     n_perm: int = PERMUTATIONS, alternative: str = "two-sided") -> tuple[float, float]:
+    """Kendall's tau-b of x with y and its permutation p-value: the share of permutations of y whose tau is at
+    least as extreme as the observed one (``two-sided``: |tau|; ``greater``: tau >= observed; ``less``: tau <=
+    observed). Every permutation up to ``exact_up_to`` points (the exact p, equal to scipy's exact test when
+    nothing ties); else ``n_perm`` seeded random ones, p = (1 + hits) / (1 + n_perm). NaN when x or y is
+    constant (or fewer than 2 points)."""
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative={alternative!r}; valid: {', '.join(ALTERNATIVES)}")
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(x)
     if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -130,7 +139,9 @@ def permutation_test(x: np.ndarray, y: np.ndarray, seed: int, exact_up_to: int =
     sx = np.sign(x[i] - x[j])
     observed = float(stats.kendalltau(x, y)[0])
     # permuting y leaves its ties, hence both denominators, as they are: compare the numerators (integers)
-    score = abs(float(sx @ np.sign(y[i] - y[j])))
+    score = float(sx @ np.sign(y[i] - y[j]))
+    extreme = {"two-sided": lambda s: np.abs(s) >= abs(score), "greater": lambda s: s >= score,
+               "less": lambda s: s <= score}[alternative]
     if n <= exact_up_to:
         perms, random = _all_permutations(n), False
     else:
@@ -138,9 +149,71 @@ def permutation_test(x: np.ndarray, y: np.ndarray, seed: int, exact_up_to: int =
     hits, step = 0, max(1, _CHUNK // len(i))
     for start in range(0, len(perms), step):
         yp = y[perms[start:start + step]]
-        hits += int(np.count_nonzero(np.abs(np.sign(yp[:, i] - yp[:, j]) @ sx) >= score))
+        hits += int(np.count_nonzero(extreme(np.sign(yp[:, i] - yp[:, j]) @ sx)))
     p_value = (1 + hits) / (1 + n_perm) if random else hits / len(perms)
     return observed, float(p_value)
+
+
+
+@lru_cache(maxsize=128)
+def inversion_pmf(n: int) -> np.ndarray:
+    """P(D = d), d = 0 .. n(n-1)/2, for D the number of inversions of a uniformly random permutation of n: the
+    null distribution of the discordant pairs of n untied points. The k-th element placed adds 0..k-1
+    inversions, uniformly and independently, so the pmf is the convolution of those uniforms."""
+    pmf = np.ones(1)
+    for k in range(2, n + 1):
+        pmf = np.convolve(pmf, np.full(k, 1.0 / k))
+    return pmf
+
+
+def discordant(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The number of discordant pairs of each row of x with the same row of y (arrays [..., n])."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(x.shape[-1], 1)
+    return np.count_nonzero((x[..., i] - x[..., j]) * (y[..., i] - y[..., j]) < 0, axis=-1)
+
+
+def exact_p(d: np.ndarray, n: int, alternative: str) -> np.ndarray:
+    """The exact p of untied Kendall tests with ``d`` discordant pairs among n points: ``greater`` (positive
+    association) P(D <= d), ``less`` P(D >= d), ``two-sided`` twice the smaller tail, at most 1."""
+    cdf = np.minimum(np.cumsum(inversion_pmf(n)), 1.0)
+    sf = np.minimum(np.cumsum(inversion_pmf(n)[::-1])[::-1], 1.0)  # P(D >= d)
+    d = np.asarray(d, dtype=np.intp)
+    if alternative == "greater":
+        return cdf[d]
+    if alternative == "less":
+        return sf[d]
+    if alternative == "two-sided":
+        return np.minimum(1.0, 2 * np.minimum(cdf[d], sf[d]))
+    raise ValueError(f"alternative={alternative!r}; valid: {', '.join(ALTERNATIVES)}")
+
+
+def kendall_test(x: np.ndarray, y: np.ndarray, alternative: str, seed: int = 0) -> tuple[float, float, str]:
+    """Kendall's tau-b of x with y, its p-value and how it was computed: exact over every permutation (the
+    inversion distribution) when neither x nor y ties; with ties, the permutation count (``permutation_test``,
+    exact up to ``EXACT_UP_TO`` points, else seeded); NaN when either is constant or n < 2."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, "constant"
+    if len(np.unique(x)) == n and len(np.unique(y)) == n:
+        d = int(discordant(x, y))
+        return 1 - 4 * d / (n * (n - 1)), float(exact_p(d, n, alternative)), "exact"
+    tau, p = permutation_test(x, y, seed, alternative=alternative)
+    return tau, p, "permutation (ties)"
+
+
+def tau_interval(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile bootstrap interval of Kendall's tau-b of x with y, resampling the points (here: recipe means,
+    so the interval describes the same tau as ``kendall_test``); resamples where tau is undefined left out."""
+    n = len(x)
+    weights = member_weights(np.arange(n), resample_groups(n, n_boot, np.random.default_rng(seed)))
+    boot = kendall_tau_b(x, y, weights)
+    boot = boot[np.isfinite(boot)]
+    if not len(boot):
+        return math.nan, math.nan
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def holm(p_values) -> np.ndarray:
@@ -153,6 +226,21 @@ def holm(p_values) -> np.ndarray:
     if m:
         order = finite[np.argsort(p[finite], kind="stable")]
         out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def benjamini_hochberg(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q) over the finite ones (NaN stays NaN and is not counted): the
+    i-th smallest (from 1) times m / i, the running minimum from the largest down, clipped to 1. Controls the
+    false discovery rate of an exploratory table, where Holm over hundreds of rows would pass nothing."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    if m:
+        order = finite[np.argsort(p[finite], kind="stable")]
+        scaled = p[order] * m / np.arange(1, m + 1)
+        out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
     return out
 
 
