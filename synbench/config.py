@@ -179,8 +179,10 @@ class SoftmaxProbeConf:
     _target_: str = "synbench.probes.softmax.SoftmaxProbe"
     penalties: list[float] = MISSING  # L2 grid, on standardised features; the best held-out accuracy wins
     val_fraction: float = MISSING  # share of the train split held out to choose the penalty
-    max_iter: int = MISSING  # L-BFGS iterations per fit
+    max_iter: int = MISSING  # L-BFGS iterations of the refit (the head)
     tol: float = MISSING  # L-BFGS stops once every gradient entry is below it
+    search_max_iter: Optional[int] = None  # the penalty search's fits; null: max_iter
+    search_tol: Optional[float] = None  # null: tol
 
 
 @dataclass

@@ -15,7 +15,7 @@ from synbench import app
 from synbench.config import build, resolve_device
 from synbench.data import InputTransform, Split
 from synbench.encoders import Precision, embed_dataset
-from synbench.probes.softmax import SoftmaxProbe
+from synbench.probes.softmax import SoftmaxProbe, fit_softmax
 
 pytestmark = pytest.mark.slow
 EPS = [0.0, 0.05, 0.1, 0.3]
@@ -80,7 +80,14 @@ def test_downstream_job_invariants_logging_and_cache(cfg_factory, shapes_npz, tm
     assert [fits["penalty"][i] for i in starts] == [*sorted(map(float, probe.penalties), reverse=True),
                                                    s["downstream/penalty"]]  # strongest first
     for a, b in zip(starts, starts[1:] + [len(fits["dtype"])]):
-        assert sum(fits["iterations"][a:b]) <= probe.max_iter  # the stages share one fit's budget
+        budget = probe.max_iter if fits["fit"][a] == "refit" else (probe.search_max_iter or probe.max_iter)
+        assert set(fits["max_iter"][a:b]) == {budget}
+        assert sum(fits["iterations"][a:b]) <= budget  # the stages share one fit's budget
+    assert fits["fit"] == ["search"] * starts[-1] + ["refit"] * (len(fits["fit"]) - starts[-1])
+    assert fits["reached_tol"] == [g <= (probe.search_tol or probe.tol) if f == "search" else g <= probe.tol
+                                   for f, g in zip(fits["fit"], fits["grad"])]
+    assert s["downstream/probe_at_max_iter"] == float(fits["at_max_iter"][-1])  # the scalar says the table
+    assert not any(a and r for a, r in zip(fits["at_max_iter"], fits["reached_tol"]))
     assert min(fits["seconds"]) >= 0
 
     again = app.run(cfg, tmp_path / "b")  # resume=false in the suite: a second run, features from the cache
@@ -243,6 +250,25 @@ def test_a_comparison_on_the_dataset_reuses_the_jobs_embeddings(cfg_factory, sha
     for child in children:
         assert {"rejected/0", "rejected/1", "rejected/2"} <= set(child.data.metrics)
         assert any(a.path.startswith("plots/most_changed_") for a in client.list_artifacts(child.info.run_id, "plots"))
+
+
+def test_a_shorter_search_chooses_then_the_refit_reaches_the_float64_optimum():
+    """The search's fits may stop early (they only rank penalties); the refit, warm-started from the chosen
+    penalty's answer, reaches the same optimum as a cold float64-only fit, to gradient tolerance."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(2000) % 4
+    z = (torch.randn(2000, 30, generator=g) + torch.randn(4, 30, generator=g)[y] * 0.5) * torch.linspace(0.1, 10, 30)
+    tol = 1e-7
+    head = SoftmaxProbe([1e-3, 1e-2, 1e-1], 0.2, 500, tol, search_max_iter=4, search_tol=1e-3).fit(z, y, 4, 0)
+    search = [s for s in head.stages if s.fit == "search"]
+    assert {s.max_iter for s in search} == {4} and all(s.iterations <= 4 for s in search)
+    assert any(s.at_max_iter for s in search)  # 4 iterations do not reach 1e-3 here: the search ran out
+    assert head.stages[-1].reached_tol and not head.at_max_iter and head.stages[-1].fit == "refit"
+    cold = fit_softmax(z, y, 4, head.penalty, 500, tol=tol, stages=(torch.float64,))
+    mu, sd = z.double().mean(0), z.double().std(0, correction=0)
+    # one strictly convex optimum (curvature >= penalty): both within tol of it, so within ~tol/penalty apart
+    torch.testing.assert_close(head.weight * sd, cold.weight * sd, rtol=0, atol=10 * tol / head.penalty)
+    assert fit_softmax(z, y, 4, head.penalty, 3, tol=1e-12).at_max_iter  # a fit cut short says so
 
 
 def test_the_probe_fits_in_float32_and_certifies_in_float64():

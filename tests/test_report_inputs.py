@@ -399,3 +399,17 @@ def test_an_unwritable_out_is_one_line_and_an_experiment_name_never_leaves_it(sw
     assert report.main(["--experiment", name, "--tracking-uri", sweep["uri"], "--out", str(tmp_path / "o" / "r")]) == 0
     written = [p for p in tmp_path.rglob("report.md")]
     assert len(written) == 1 and (tmp_path / "o" / "r") in written[0].parents
+
+
+def test_most_probes_stopping_at_max_iter_is_one_note():
+    from types import SimpleNamespace
+
+    from synbench.report.runs import probe_notes
+
+    def run(short):
+        metrics = {} if short is None else {"downstream/probe_at_max_iter": float(short)}
+        return SimpleNamespace(data=SimpleNamespace(metrics=metrics))
+
+    [note] = probe_notes([run(1), run(1), run(0), run(None)])
+    assert "stopped at metrics.downstream.probe.max_iter in 2 of 3 runs" in note
+    assert probe_notes([run(1), run(0), run(None)]) == []  # half is not most

@@ -3,8 +3,9 @@
 On the job's ``dataset`` (features from the shared embedding pass):
 - a softmax probe on the train features (``probes/softmax.py``: full batch, L-BFGS in float32 then float64, its
   L2 penalty chosen on a held-out part of the train split), and its test **accuracy**; every fit's iterations
-  and seconds per precision in the ``probe_fits`` table (a fit whose iterations reach ``max_iter`` stopped short
-  of ``tol``);
+  and seconds per precision, and the largest gradient entry where each stopped, in the ``probe_fits`` table;
+  ``probe_at_max_iter`` is 1 when the refit (the head) stopped at ``max_iter`` short of ``tol`` (a warning says so),
+  ``probe_search_at_max_iter`` the share of the search's fits that did (they only rank penalties);
 - **robust accuracy** under an end-to-end PGD attack on the probe's cross-entropy through transform, encoder
   and probe, for every radius of the ``attack`` group, in the dataset's pixel units ([0, 1], box-clipped), on
   the first ``n_points`` test images. Radii are taken in increasing order and a point broken at one radius
@@ -23,6 +24,7 @@ On the job's ``dataset`` (features from the shared embedding pass):
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -37,6 +39,7 @@ from synbench.probes.softmax import SoftmaxHead, SoftmaxProbe
 from synbench.progress import bar
 
 PIXEL_BOX = (0.0, 1.0)  # the dataset's pixel units
+log = logging.getLogger(__name__)
 
 
 def multiclass_bound(f: torch.Tensor, y: torch.Tensor, head: SoftmaxHead, delta: torch.Tensor) -> dict:
@@ -80,13 +83,21 @@ class Downstream:
         feats = inputs.labelled
         data = feats.data
         head = self.probe.fit(feats.z[Split.train], feats.y[Split.train], data.num_classes, inputs.seed)
+        last = {s.penalty: s for s in head.stages if s.fit == "search"}  # each search fit's final stage
+        search_short = sum(s.at_max_iter for s in last.values()) / max(1, len(last))
         res = MetricResult(self.name)
         res.scalars.update(accuracy=head.accuracy(feats.z[Split.test], feats.y[Split.test]),
                            train_accuracy=head.accuracy(feats.z[Split.train], feats.y[Split.train]),
                            val_accuracy=head.val_accuracy[head.penalty], penalty=head.penalty,
                            num_classes=data.num_classes, n_train=data.count(Split.train),
                            n_test=data.count(Split.test),
-                           w_spectral_norm=float(torch.linalg.matrix_norm(head.weight, ord=2)))
+                           w_spectral_norm=float(torch.linalg.matrix_norm(head.weight, ord=2)),
+                           probe_at_max_iter=float(head.at_max_iter), probe_search_at_max_iter=search_short)
+        if head.at_max_iter:
+            log.warning("downstream: the probe's refit stopped at metrics.downstream.probe.max_iter=%d, its largest "
+                        "gradient entry %.2g above tol=%g (scalar downstream/probe_at_max_iter): its accuracy is a "
+                        "nearly converged head's; raise max_iter to converge it", self.probe.max_iter,
+                        head.stages[-1].grad, self.probe.tol)
         per_eps = self._attack(inputs, head)
         eps = per_eps.pop("eps")
         res.scalars.update(n_attacked=per_eps.pop("n"), clean_accuracy_attacked=per_eps.pop("clean_accuracy"),
@@ -100,7 +111,8 @@ class Downstream:
         res.tables["probe"] = {"penalty": list(head.val_accuracy), "val_accuracy": list(head.val_accuracy.values()),
                                "chosen": head.penalty, "classes": list(data.classes)}
         res.tables["probe_fits"] = {key: [getattr(s, key) for s in head.stages]
-                                    for key in ("penalty", "dtype", "iterations", "evaluations", "seconds")}
+                                    for key in ("fit", "penalty", "dtype", "iterations", "evaluations", "seconds",
+                                                "grad", "reached_tol", "at_max_iter", "max_iter")}
         unit = f"input-space epsilon ({self.attack.norm}, dataset pixel units)"
         res.plots += [
             Plot("downstream_robust_accuracy_vs_eps", f"Downstream ({data.name}): robust accuracy", unit, "accuracy",

@@ -10,11 +10,14 @@ is really applied to ``f(x)``.
 
 ``SoftmaxProbe`` picks the penalty on a seeded held-out part of the train split (best validation accuracy; ties
 go to the larger penalty, the simpler head), each penalty warm-started from the last, then refits on the whole
-train split from the chosen penalty's answer.
+train split from the chosen penalty's answer. The search only ranks penalties by held-out accuracy, which settles
+long before the gradient is tiny, so its fits may stop earlier (``search_max_iter``, ``search_tol``); the refit,
+whose head is the result, runs to ``max_iter`` / ``tol``. ``at_max_iter`` says whether it got there.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +36,12 @@ class Stage:
     iterations: int
     evaluations: int
     seconds: float
+    grad: float = math.nan  # the largest gradient entry where the stage stopped
+    reached_tol: bool = False  # grad <= tol: the fit is done (else the next stage, if any, goes on)
+    at_max_iter: bool = False  # stopped short of tol because the fit's max_iter ran out (else: done, or float32
+    # could make no more progress and float64 goes on, or float64's own rounding stopped it)
+    max_iter: int = 0  # the fit's iteration budget, all its stages together
+    fit: str = ""  # which fit it belongs to: "search" (a penalty of the search) or "refit"
 
 
 @dataclass
@@ -42,6 +51,12 @@ class SoftmaxHead:
     penalty: float
     val_accuracy: dict[float, float] = field(default_factory=dict)  # penalty -> held-out accuracy (SoftmaxProbe)
     stages: list[Stage] = field(default_factory=list, repr=False)  # every fit behind this head, in order
+
+    @property
+    def at_max_iter(self) -> bool:
+        """Whether the last fit (the refit, for ``SoftmaxProbe``) stopped short of its gradient tolerance because
+        its ``max_iter`` ran out."""
+        return bool(self.stages) and self.stages[-1].at_max_iter
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return z.to(self.weight.dtype) @ self.weight.T + self.bias
@@ -54,9 +69,9 @@ class SoftmaxHead:
 
 
 def minimise(s: torch.Tensor, y: torch.Tensor, penalty: float, W: torch.Tensor, b: torch.Tensor, max_iter: int,
-             tol: float) -> tuple[int, int]:
+             tol: float) -> tuple[int, int, float]:
     """L-BFGS on standardised ``s`` from ``(W, b)`` (updated in place, ``s``'s dtype); returns (iterations,
-    evaluations). The closure computes the loss and its gradient in closed form (``(softmax - onehot)^T s / n +
+    evaluations, the largest gradient entry where it stopped). The closure computes the loss and its gradient in closed form (``(softmax - onehot)^T s / n +
     penalty W``): two matrix products per evaluation and no autograd graph."""
     change = 1e-14 if s.dtype == torch.float64 else 1e-9  # below that, the precision's rounding, not progress
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=int(max_iter), history_size=20, tolerance_grad=float(tol),
@@ -74,11 +89,13 @@ def minimise(s: torch.Tensor, y: torch.Tensor, penalty: float, W: torch.Tensor, 
 
     opt.step(closure)
     state = opt.state[W]
-    return int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+    closure()  # the gradient where it stopped (L-BFGS keeps none it reports): did the fit reach tol?
+    grad = max(float(W.grad.abs().max()), float(b.grad.abs().max()))
+    return int(state.get("n_iter", 0)), int(state.get("func_evals", 0)), grad
 
 
 def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: float, max_iter: int,
-                init: SoftmaxHead | None = None, tol: float = 1e-9, stages=None) -> SoftmaxHead:
+                init: SoftmaxHead | None = None, tol: float = 1e-9, stages=None, fit: str = "refit") -> SoftmaxHead:
     """Softmax regression on standardised ``z`` (see the module docstring). ``init``: a head (raw-feature units,
     e.g. the previous penalty's, or one fitted on a subset) to start from; zeros otherwise. ``tol``: L-BFGS stops
     once every gradient entry is below it (the objective is strictly convex for penalty > 0: one answer).
@@ -107,21 +124,24 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
         t0 = time.perf_counter()
         s = s64.to(dtype)
         Wd, bd = W.to(dtype).clone(), b.to(dtype).clone()
-        iterations, evaluations = minimise(s, y, penalty, Wd, bd, max_iter - used, tol)
+        left = max_iter - used
+        iterations, evaluations, grad = minimise(s, y, penalty, Wd, bd, left, tol)
         used += iterations
         W, b = Wd.to(torch.float64), bd.to(torch.float64)
+        spent = iterations >= left or evaluations >= left * 5 // 4  # L-BFGS's own limits for this stage
         trace.append(Stage(float(penalty), str(dtype).removeprefix("torch."), iterations, evaluations,
-                           time.perf_counter() - t0))
+                           time.perf_counter() - t0, grad, grad <= tol, spent and grad > tol, int(max_iter), fit))
     weight = torch.where(live, W / sd, torch.zeros_like(W))
     return SoftmaxHead(weight=weight, bias=b - weight @ mu, penalty=float(penalty), stages=trace)
 
 
 class SoftmaxProbe:
     """``penalties``: the L2 grid searched; ``val_fraction``: the share of the train split held out to choose;
-    ``tol``: each fit's gradient tolerance."""
+    ``max_iter``, ``tol``: the refit's iterations and gradient tolerance; ``search_max_iter``, ``search_tol``: the
+    search's (None: the refit's)."""
 
     def __init__(self, penalties: list[float], val_fraction: float, max_iter: int, tol: float = 1e-9,
-                 stages=None):
+                 stages=None, search_max_iter: int | None = None, search_tol: float | None = None):
         penalties = [float(p) for p in penalties]
         if not penalties or any(not p >= 0 for p in penalties):
             raise ValueError(f"metrics.downstream.probe.penalties={penalties} must be a non-empty list of L2 "
@@ -134,6 +154,11 @@ class SoftmaxProbe:
         if not 0 < float(tol) < 1:
             raise ValueError(f"metrics.downstream.probe.tol={tol!r} must be in (0, 1), e.g. 1e-6")
         self.val_fraction, self.max_iter, self.tol = float(val_fraction), int(max_iter), float(tol)
+        self.search_max_iter = self.max_iter if search_max_iter is None else int(search_max_iter)
+        self.search_tol = self.tol if search_tol is None else float(search_tol)
+        if self.search_max_iter <= 0 or not 0 < self.search_tol < 1:
+            raise ValueError(f"metrics.downstream.probe.search_max_iter={search_max_iter!r} must be a positive "
+                             f"integer and search_tol={search_tol!r} in (0, 1) (null: max_iter and tol)")
         self.stages = stages  # fit_softmax's precisions (None: STAGES); the benchmark's float64-only row sets it
 
     def fit(self, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int) -> SoftmaxHead:
@@ -147,8 +172,8 @@ class SoftmaxProbe:
         y = y.to(z.device)
         scores, heads, init = {}, {}, None
         for p in self.penalties:  # strongest first, each from the last one's answer
-            heads[p] = init = fit_softmax(z[fit], y[fit], num_classes, p, self.max_iter, init, self.tol,
-                                          self.stages)
+            heads[p] = init = fit_softmax(z[fit], y[fit], num_classes, p, self.search_max_iter, init,
+                                          self.search_tol, self.stages, "search")
             scores[p] = init.accuracy(z[val], y[val])
         best = max(scores.values())
         chosen = max(p for p, acc in scores.items() if acc == best)

@@ -14,7 +14,7 @@ from synbench.report.messages import ERROR, NOTE
 from synbench.report.names import CSV_TRUTH
 from synbench.report.pairs import correlate
 from synbench.report.plots import scatter_plots, summary_plots
-from synbench.report.runs import connect, summarise, sweep_runs, vacuous_notes
+from synbench.report.runs import connect, probe_notes, summarise, sweep_runs, vacuous_notes
 from synbench.report.tables import CORR_COLUMNS, REPORT_COLUMNS, markdown, write_csv
 
 DESCRIPTION = ("A sweep as tables people can read: ``python -m synbench.report --parent RUN_ID`` "
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     models = {r.data.tags.get("synbench.model", "?") for r in runs}
     notes = unmatched(args.downstream, lines, models)
     notes += vacuous_notes(runs)
+    notes += probe_notes(runs)
     notes += pattern_notes(args, models)
     if downstream is not None:
         truth[CSV_TRUTH] = downstream

@@ -115,6 +115,18 @@ def vacuous_notes(runs) -> list[str]:
         if names else []
 
 
+def probe_notes(runs) -> list[str]:
+    """Most runs' downstream probe stopped at its ``max_iter``: their accuracy (the truth) is that of nearly
+    converged heads, said once for the report."""
+    short = [r for r in runs if r.data.metrics.get("downstream/probe_at_max_iter") == 1.0]
+    with_probe = [r for r in runs if "downstream/probe_at_max_iter" in r.data.metrics]
+    if with_probe and 2 * len(short) > len(with_probe):
+        return [f"the downstream probe's refit stopped at metrics.downstream.probe.max_iter in {len(short)} of "
+                f"{len(with_probe)} runs (downstream/probe_at_max_iter): their accuracy is a nearly converged "
+                f"head's; raise max_iter to converge them"]
+    return []
+
+
 def where(name: str, tags: dict) -> str:
     """What tells two runs' ``name`` apart as scores: the dataset it read, or the mixture's direction."""
     return tags.get("synbench.dataset" if reads_data(name) else "synbench.direction", "?")
