@@ -62,6 +62,11 @@ def test_downstream_job_invariants_logging_and_cache(cfg_factory, shapes_npz, tm
         assert s[f"downstream/bound/{k}"] >= s[f"downstream/adv_loss/{k}"] - 1e-9  # the bound holds
         assert s[f"downstream/bound_spectral/{k}"] >= s[f"downstream/bound/{k}"] - 1e-9
         assert s[f"downstream/criterion/{k}"] <= s[f"downstream/robust_accuracy/{k}"]  # certified => robust
+        # the paper's form: a smaller Delta_f certifies at least as much; what it certifies beyond the robust
+        # points are its counted violations
+        free, broken = s[f"downstream/criterion_label_free/{k}"], s[f"downstream/violations_label_free/{k}"]
+        assert free >= s[f"downstream/criterion/{k}"] and broken == round(broken) >= 0
+        assert free * 36 - broken <= s[f"downstream/robust_accuracy/{k}"] * 36 + 1e-9
     assert s["downstream/bound/eps_0"] == pytest.approx(s["downstream/clean_loss"])
 
     client = MlflowClient(cfg.tracking.uri)

@@ -19,7 +19,11 @@ On the job's ``dataset`` (features from the shared embedding pass):
   - data-dependent (logged as ``bound``): ``CE(g(x), y) + max_j ||w_y - w_j||_2 Delta_f``, the convexity form
     ``||w_y - W^T p(x')||_2 ||f(x') - f(x)||_2`` at its worst over the simplex (a vertex);
   - criterion (ii): the fraction with ``(w_y - w_j) f(x) + b_y - b_j > ||w_y - w_j||_2 Delta_f`` for all j != y.
-  Since the estimate covers the attack's own shift, the bound is never below the attack's adversarial loss.
+  Since the estimate covers the attack's own shift, the bound is never below the attack's adversarial loss, and
+  criterion (ii) can never certify a point the attack broke: it cannot fail. So it is also computed in the
+  paper's own form, ``criterion_label_free``: Delta_f from the label-free PGD alone (carried over from smaller
+  radii), with ``violations_label_free`` the points it certifies that the end-to-end attack broke (counted, not
+  a fraction): any violation shows the label-free estimate of Delta_f fell short of the real shift.
 """
 
 from __future__ import annotations
@@ -142,11 +146,13 @@ class Downstream:
         eps = sorted(self.attack.eps)
         robust = torch.ones(n, dtype=torch.bool, device=device)
         delta = torch.zeros(n, dtype=torch.float32, device=device)
+        free = torch.zeros(n, dtype=torch.float32, device=device)  # Delta_f of the label-free attack alone
         out = {k: [] for k in ("robust_accuracy", "adv_loss", "bound", "bound_spectral", "criterion", "delta_f_mean",
-                               "clean_loss")}
+                               "clean_loss", "criterion_label_free", "violations_label_free")}
         clean_correct = torch.zeros(n, dtype=torch.bool, device=device)
         for e in bar(eps, f"downstream attacks ({data.name})", "eps", inputs.progress):
-            rows = {k: [] for k in ("adv_loss", "bound_data", "bound_spectral", "certified", "clean_loss")}
+            rows = {k: [] for k in ("adv_loss", "bound_data", "bound_spectral", "certified", "clean_loss",
+                                    "certified_free")}
             for bi, start in enumerate(range(0, n, size)):
                 stop = min(start + size, n)
                 x, y = data.take(Split.test, slice(start, stop), device)
@@ -163,13 +169,19 @@ class Downstream:
                 adv_logits = head.logits(f_adv)
                 reached = (f_adv - f_clean).norm(dim=1)
                 delta[start:stop] = torch.maximum(delta[start:stop], torch.maximum(shift.float(), reached))
+                free[start:stop] = torch.maximum(free[start:stop], shift.float())
                 clean_correct[start:stop] = head.predict(f_clean) == y
                 robust[start:stop] &= clean_correct[start:stop] & (adv_logits.argmax(1) == y)
                 bound = multiclass_bound(f_clean, y, head, delta[start:stop])
                 rows["adv_loss"].append(F.cross_entropy(adv_logits, y, reduction="none"))
                 for key in ("bound_data", "bound_spectral", "certified", "clean_loss"):
                     rows[key].append(bound[key])
+                rows["certified_free"].append(multiclass_bound(f_clean, y, head, free[start:stop])["certified"])
             cat = {k: torch.cat(v) for k, v in rows.items()}
+            certified_free = cat["certified_free"].bool()
+            out["criterion_label_free"].append(float(certified_free.double().mean()))
+            # certified by the label-free Delta_f, yet broken by the end-to-end attack: the check that can fail
+            out["violations_label_free"].append(float((certified_free & ~robust).sum()))
             out["robust_accuracy"].append(float(robust.double().mean()))
             out["adv_loss"].append(float(cat["adv_loss"].mean()))
             out["bound"].append(float(cat["bound_data"].mean()))
