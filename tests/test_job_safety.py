@@ -124,6 +124,15 @@ def test_unwritable_places_are_one_line_naming_the_key(tmp_path):
     assert "paths.outputs=" in one_line(below.stderr) and "point paths.outputs at a writable folder" in below.stderr
     sweep = synbench(tmp_path / "afile" / "out", flags=["--multirun"])
     assert sweep.returncode == 1 and "paths.outputs=" in one_line(sweep.stderr)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(ro)]).returncode == 0:
+        try:  # a read-only filesystem (root can write anywhere else)
+            read_only = synbench(ro / "out")
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+        assert read_only.returncode == 1
+        assert "paths.outputs=" in one_line(read_only.stderr) and "Read-only file system" in read_only.stderr
     spaced = synbench(tmp_path / "out", "dataset=npz", "dataset.path=sp ü data/näme.npz")  # Hydra's lexer stops at ü
     assert spaced.returncode == 1
     assert """quotes inside the override, e.g. 'dataset.path="sp ü data/näme.npz"'""" in one_line(spaced.stderr)

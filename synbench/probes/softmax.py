@@ -68,11 +68,20 @@ class SoftmaxHead:
         return float((self.predict(z) == y.to(self.weight.device)).double().mean())
 
 
+HISTORY = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag")  # torch L-BFGS's curvature pairs and last step
+
+
 def minimise(s: torch.Tensor, y: torch.Tensor, penalty: float, W: torch.Tensor, b: torch.Tensor, max_iter: int,
-             tol: float) -> tuple[int, int, float]:
+             tol: float, history: dict | None = None) -> tuple[int, int, float, dict | None]:
     """L-BFGS on standardised ``s`` from ``(W, b)`` (updated in place, ``s``'s dtype); returns (iterations,
-    evaluations, the largest gradient entry where it stopped). The closure computes the loss and its gradient in closed form (``(softmax - onehot)^T s / n +
-    penalty W``): two matrix products per evaluation and no autograd graph."""
+    evaluations, the largest gradient entry where it stopped, its curvature history). The closure computes the
+    loss and its gradient in closed form (``(softmax - onehot)^T s / n + penalty W``): two matrix products per
+    evaluation and no autograd graph.
+
+    ``history``: a previous stage's curvature pairs (float32's, for the float64 stage), cast to this dtype, so
+    that the next precision goes on from the curvature already learnt instead of rebuilding it from a gradient
+    step: the start's gradient is computed here first, so the first update adds no pair spanning two
+    precisions."""
     change = 1e-14 if s.dtype == torch.float64 else 1e-9  # below that, the precision's rounding, not progress
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=int(max_iter), history_size=20, tolerance_grad=float(tol),
                             tolerance_change=change, line_search_fn="strong_wolfe")
@@ -87,11 +96,19 @@ def minimise(s: torch.Tensor, y: torch.Tensor, penalty: float, W: torch.Tensor, 
         W.grad, b.grad = torch.addmm(W, g.T, s, beta=penalty), g.sum(0)
         return loss
 
+    state, start, extra = opt.state[W], 0, 0
+    if history is not None:
+        loss = closure()
+        cast = {k: ([v.to(s.dtype) for v in history[k]] if isinstance(history[k], list) else
+                    history[k].to(s.dtype) if torch.is_tensor(history[k]) else history[k]) for k in HISTORY}
+        state.update(cast, n_iter=1, func_evals=0, prev_loss=float(loss),
+                     prev_flat_grad=torch.cat([W.grad.reshape(-1), b.grad.reshape(-1)]))
+        start, extra = 1, 1
     opt.step(closure)
-    state = opt.state[W]
     closure()  # the gradient where it stopped (L-BFGS keeps none it reports): did the fit reach tol?
     grad = max(float(W.grad.abs().max()), float(b.grad.abs().max()))
-    return int(state.get("n_iter", 0)), int(state.get("func_evals", 0)), grad
+    kept = {k: state[k] for k in HISTORY} if all(k in state for k in HISTORY) else None
+    return int(state.get("n_iter", 0)) - start, int(state.get("func_evals", 0)) + extra, grad, kept
 
 
 def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: float, max_iter: int,
@@ -100,11 +117,11 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
     e.g. the previous penalty's, or one fitted on a subset) to start from; zeros otherwise. ``tol``: L-BFGS stops
     once every gradient entry is below it (the objective is strictly convex for penalty > 0: one answer).
 
-    ``stages``: the precisions run in turn (default ``STAGES``), each from where the last stopped, ``max_iter``
-    iterations in all.
+    ``stages``: the precisions run in turn (default ``STAGES``), each from where the last stopped and with its
+    curvature history, ``max_iter`` iterations in all.
     Float32 halves the bytes each matrix product streams (the cost: memory-bound at K = 10 classes) and runs
     until the gradient is below ``tol`` or float32 can make no more progress; float64 then certifies the
-    answer (one evaluation when float32 got there) or finishes it."""
+    answer (two evaluations when float32 got there) or finishes it."""
     z = z.to(torch.float64)
     y = y.to(z.device)
     mu, sd = z.mean(0), z.std(0, correction=0)
@@ -117,7 +134,7 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
     else:  # the same map written in this standardisation: W s + b = weight z + bias
         W = init.weight.to(z) * sd
         b = init.bias.to(z) + init.weight.to(z) @ mu
-    used, trace = 0, []
+    used, trace, history = 0, [], None
     for dtype in STAGES if stages is None else stages:
         if used >= max_iter:
             break
@@ -125,7 +142,7 @@ def fit_softmax(z: torch.Tensor, y: torch.Tensor, num_classes: int, penalty: flo
         s = s64.to(dtype)
         Wd, bd = W.to(dtype).clone(), b.to(dtype).clone()
         left = max_iter - used
-        iterations, evaluations, grad = minimise(s, y, penalty, Wd, bd, left, tol)
+        iterations, evaluations, grad, history = minimise(s, y, penalty, Wd, bd, left, tol, history)
         used += iterations
         W, b = Wd.to(torch.float64), bd.to(torch.float64)
         spent = iterations >= left or evaluations >= left * 5 // 4  # L-BFGS's own limits for this stage
