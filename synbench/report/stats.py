@@ -216,32 +216,29 @@ def tau_interval(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: fl
     return float(lo), float(hi)
 
 
-def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values over the finite ones (NaN stays NaN and is not counted): the i-th
-    smallest (from 0) times m - i, the running maximum of those, clipped to 1."""
+def _adjusted(p_values, step) -> np.ndarray:
+    """``step`` (sorted finite p-values -> their adjusted values) applied over the finite ones, each back in its
+    place; NaN stays NaN and is not counted."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     finite = np.flatnonzero(np.isfinite(p))
-    m = len(finite)
-    if m:
+    if len(finite):
         order = finite[np.argsort(p[finite], kind="stable")]
-        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+        out[order] = np.minimum(1.0, step(p[order]))
     return out
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values: the i-th smallest (from 0) of m times m - i, the running maximum of
+    those, clipped to 1."""
+    return _adjusted(p_values, lambda p: np.maximum.accumulate((len(p) - np.arange(len(p))) * p))
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q) over the finite ones (NaN stays NaN and is not counted): the
-    i-th smallest (from 1) times m / i, the running minimum from the largest down, clipped to 1. Controls the
-    false discovery rate of an exploratory table, where Holm over hundreds of rows would pass nothing."""
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = len(finite)
-    if m:
-        order = finite[np.argsort(p[finite], kind="stable")]
-        scaled = p[order] * m / np.arange(1, m + 1)
-        out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    return out
+    """Benjamini-Hochberg adjusted p-values (q): the i-th smallest (from 1) of m times m / i, the running minimum
+    from the largest down, clipped to 1. Controls the false discovery rate of an exploratory table, where Holm
+    over hundreds of rows would pass nothing."""
+    return _adjusted(p_values, lambda p: np.minimum.accumulate((p * len(p) / np.arange(1, len(p) + 1))[::-1])[::-1])
 
 
 def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int, level: float = 0.95, *,
