@@ -214,8 +214,9 @@ def test_the_report_correlates_a_real_sweep_with_its_truth(cfg_factory, shapes_n
 
 
 def test_a_comparison_on_the_dataset_reuses_the_jobs_embeddings(cfg_factory, shapes_npz, store, tmp_path):
-    """compare on a dataset's test split: the downstream job's cache entry serves it, each pair's rejections are
-    split by class (weighted, they give the overall fraction) and its most-changed inputs are an image grid."""
+    """compare on a dataset's test split: the downstream job's cache entry serves it (the same embedding plan:
+    the job's batch size, and the layout the shared tuning cache chose), each pair's rejections are split by
+    class (weighted, they give the overall fraction) and its most-changed inputs are an image grid."""
     import json
 
     from hydra import compose, initialize_config_dir
@@ -234,7 +235,8 @@ def test_a_comparison_on_the_dataset_reuses_the_jobs_embeddings(cfg_factory, sha
         cfg = compose("compare", overrides=[f"paths.outputs={store}", "~models.vit_a", "~models.vit_b", "~models.cnn",
                                             *models, "dataset=npz", f"dataset.path={shapes_npz}",
                                             "compare.n_bootstrap=20", "compare.reference=cnn16", "compare.top_changed=6",
-                                            "progress=false", "resume=false", "tracking.experiment=compare-data"])
+                                            "progress=false", "resume=false", "tracking.experiment=compare-data",
+                                            "embed.batch_size=64"])
     out = compare.run(cfg, tmp_path / "cmp")
     assert out["models"]["cnn16"]["images_embedded"] == 0  # the job's test-split entry
     assert out["models"]["cnn5"]["images_embedded"] == 36 and out["comparison"].n == 36
