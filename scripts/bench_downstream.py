@@ -16,7 +16,8 @@ attack, MLflow to a throwaway store created before the clock starts). Random-ini
 ``LogisticRegression(C=1, max_iter=1000)`` (lbfgs) on the same standardised features: Fashion-MNIST's raw
 pixels (60,000 x 784; Debian's dataset-fashion-mnist) and random ReLU features of them (``--widths``, default
 2,048 and 4,096). Rows: the probe's penalty search + refit as configured (float32, then float64; the search's
-shorter fits), on the first width also the float64-only reference (every fit to the refit's budget), and scikit-learn's one fit at C = 1; time and test accuracy each, and where the probe's time went.
+shorter fits), on the first width also the float64-only reference (every fit to the refit's budget), and
+scikit-learn's one fit at C = 1; time and test accuracy each, and where the probe's time went.
 """
 
 from __future__ import annotations
