@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,12 @@ def _read_image(path: Path, where: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            return _chw(im, f"{where}: {path.parent.name}/{path.name}")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it: an image that large is refused like a bomb
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return _chw(im, f"{where}: {path.parent.name}/{path.name}")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(f"{where}: cannot read {path.parent.name}/{path.name} as an image "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
