@@ -84,8 +84,7 @@ def embed_mixture(encoder: Encoder, mixture: GaussianMixture, scales: list[float
     embedded = 0
     scale_bar = bar(scales, "embed", "scale", progress, leave=True)
     for scale in scale_bar:
-        key = {**cache_key(encoder, mixture, scale, n, seed, device, precision),
-               "plan": {"batch_size": batch_size, "channels_last": channels_last}}
+        key = cache_key(encoder, mixture, scale, n, seed, device, precision, batch_size, channels_last)
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
             hit = {}
@@ -128,8 +127,7 @@ def embed_dataset(encoder: Encoder, data: LabelledDataset, transform: InputTrans
     z, y, embedded = {}, {}, 0
     for split in bar(splits, f"embed {data.name}", "split", progress, leave=True):
         key = {"encoder": encoder.identity, "data": data.split_digest[split], "n": data.count(split),
-               "transform": transform.describe(), **runtime_key(device, precision),
-               "plan": {"batch_size": batch_size, "channels_last": channels_last}}
+               "transform": transform.describe(), **runtime_key(device, precision, batch_size, channels_last)}
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
             (hz, hy), batch_size = with_backoff(
@@ -154,20 +152,22 @@ def mixture_for(m, encoder: Encoder) -> GaussianMixture:
 
 
 def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[Split, int], seed: int,
-              device: torch.device, precision: Precision) -> dict:
-    """Everything but the embedding plan that determines one scale's features (the data never depend on the batch
-    size: chunks are seeded; the plan's bits join the key in ``embed_mixture``)."""
+              device: torch.device, precision: Precision, batch_size: int, channels_last: bool) -> dict:
+    """Everything that determines one scale's features (the data never depend on the batch size: chunks are
+    seeded; the features do, in their last bits, through the plan in ``runtime_key``)."""
     return {
         "encoder": encoder.identity,
         "mixture": asdict(mixture),
         "scale": float(scale),
         "n": {split.value: int(count) for split, count in n.items()},
         "seed": int(seed),
-        **runtime_key(device, precision),
+        **runtime_key(device, precision, batch_size, channels_last),
     }
 
 
-def runtime_key(device: torch.device, precision: Precision) -> dict:
-    """What, besides model and data, changes features in their last bits: device kind, autocast, torch."""
+def runtime_key(device: torch.device, precision: Precision, batch_size: int, channels_last: bool) -> dict:
+    """What, besides model and data, changes features in their last bits: device kind, autocast, torch, and the
+    embedding plan (another batch size or layout runs other kernels), so a cache entry never serves another's."""
     dtype = precision.autocast_dtype(device)
-    return {"device": device.type, "autocast": str(dtype) if dtype else "fp32", "torch": torch.__version__.split("+")[0]}
+    return {"device": device.type, "autocast": str(dtype) if dtype else "fp32", "torch": torch.__version__.split("+")[0],
+            "plan": {"batch_size": int(batch_size), "channels_last": bool(channels_last)}}

@@ -59,10 +59,6 @@ class EmbedPlan:
         """The overrides that make a re-run use this plan, whatever a new search would pick."""
         return f"embed.batch_size={self.batch_size} embed.channels_last={str(self.channels_last).lower()}"
 
-    def key(self) -> dict:
-        """What of the plan changes the features' bits: part of every embedding cache key."""
-        return {"batch_size": self.batch_size, "channels_last": self.channels_last}
-
 
 def physical_cores() -> int:
     """Distinct (physical id, core id) pairs of /proc/cpuinfo; the logical count where that is unreadable."""
