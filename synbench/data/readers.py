@@ -5,7 +5,8 @@
   split of its own; images with no class folder (``path/<image>``, or ``path/train/<image>`` + ``path/test/...``)
   are unlabelled, read by label-free metrics only. Images are told by extension; a class folder without one is
   refused. Grey images stay one channel; any other mode becomes RGB (alpha dropped), and a folder mixing grey and
-  colour is read as RGB. 16- and 32-bit grey and float images are read at their depth (``DEEP_RANGES``). Images of different sizes need ``dataset.image_size``: each is then
+  colour is read as RGB. 16- and 32-bit grey and float images are read at their depth (``DEEP_RANGES``). Images
+  of different sizes need ``dataset.image_size``: each is then
   resized on load (squashed to a square) by the same bilinear, antialiased resize as the encoder transform.
 - ``npz``: arrays ``x`` ([N, H, W], [N, C, H, W] or [N, H, W, C] with C in 1 or 3) and ``y``; optional
   ``split`` (``"train"``/``"test"`` per image) and ``classes`` (names indexed by label).
@@ -69,8 +70,9 @@ def read_image_folder(name: str, path: str, test_fraction: float, split_seed: in
         is_test = np.array([i == 1 for i, part in enumerate(loose) for _ in part]) if len(parts) == 2 else None
         return labelled(name, where, x, None, is_test=is_test, **_common(test_fraction, split_seed, n_train, n_test))
     _say_skipped(in_folders + [f.name for part in loose for f in part], where)  # files beside the class folders
-    empty = sorted({d.name for part in parts for d in _subdirs(part)
-                    if not any(_is_image_file(f) for f in d.iterdir() if not f.name.startswith("."))})
+    # a class folder of a part that holds no image (read from the listing above, not the disk again)
+    empty = sorted({name for _, name in {(i, d.name) for i, part in enumerate(parts) for d in _subdirs(part)}
+                    - {(i, c) for i, part in enumerate(files) for c, _ in part}})
     if empty and any(files):
         raise ValueError(f"{where}: class folder{'s' * (len(empty) > 1)} {', '.join(empty[:5])} "
                          f"hold{'s' * (len(empty) == 1)} no images; add images or remove "

@@ -10,9 +10,10 @@ is really applied to ``f(x)``.
 
 ``SoftmaxProbe`` picks the penalty on a seeded held-out part of the train split (best validation accuracy; ties
 go to the larger penalty, the simpler head), each penalty warm-started from the last, then refits on the whole
-train split from the chosen penalty's answer. The search only ranks penalties by held-out accuracy, which settles
-long before the gradient is tiny, so its fits may stop earlier (``search_max_iter``, ``search_tol``); the refit,
-whose head is the result, runs to ``max_iter`` / ``tol``. ``at_max_iter`` says whether it got there.
+train split from the chosen penalty's answer. The search's fits run as long as the refit's unless
+``search_max_iter`` / ``search_tol`` shorten them (faster, but a near-tie between penalties can flip:
+docs/benchmarks.md); the refit, whose head is the result, runs to ``max_iter`` / ``tol``. ``at_max_iter`` says
+whether it got there.
 """
 
 from __future__ import annotations
