@@ -141,8 +141,7 @@ def read_domain(domain: str, path: Path | None):
     path = path or DATA[domain]
     if not path.exists():
         raise SystemExit(f"train_family: error: --data {path} does not exist; give {what}")
-    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try it as a pickle (read_npz's message
-        # then blames "array None")
+    if path.is_file() and not zipfile.is_zipfile(path):  # said before the reader, with what --data may be
         raise SystemExit(f"train_family: error: --data {path} is not an .npz file (not a zip archive); give {what}")
     reader = read_idx if path.is_dir() else read_npz
     try:
