@@ -1,31 +1,34 @@
 #!/usr/bin/env python
-"""Train a family (``synbench/encoders/family.py``) into ``outputs/family/<domain>/<member>.safetensors``.
+"""Train a family (``synbench/encoders/family.py``: the pre-registered recipes) into
+``outputs/family/<domain>/<member>.safetensors``.
 
     python scripts/prepare_mnist.py && python scripts/train_family.py                  # the MNIST family
     python scripts/train_family.py --domain fashion_mnist                             # the Fashion-MNIST family
-    python scripts/train_family.py --members random_cnn_s0,linear_s0,cnn_w8_s0 --steps-scale 0.3   # a CI subset
+    python scripts/train_family.py --members random_cnn_s0,space29_mlp_s0 --steps-scale 0.3   # a CI subset
 
-Seeded: the same member, seed and data give the same bytes on the same machine. A member whose checkpoint
-exists is skipped (``--force`` retrains). Members of one training run (``Recipe.run``: an early and a late
-checkpoint) are snapshots of one run, trained once. Every recipe trains on the domain's train split only, with
-Adam (lr 1e-3) on mini-batches of 64 (SimCLR: 128 pairs):
+Seeded: the same member, seed and data give the same bytes on the same machine. A checkpoint records the recipe
+and step scale it was trained with; one that matches the member's is kept (``--force`` retrains), any other (an
+older family's, a quick run's shorter training) is retrained. Every recipe trains on the domain's train split
+only, with Adam at the recipe's learning rate on mini-batches of 64 (SimCLR: 64 pairs of views), each image a
+random view of the recipe's strength when it has one (``views``):
 - supervised: a softmax head (not saved); ``label_noise`` replaces that fraction of the labels by seeded
   uniform random ones, once, before training;
-- simclr: SimCLR's NT-Xent loss (Chen et al. 2020, temperature 0.5) on two random affine views of each image
-  (rotation, scale, shift) plus pixel noise, through a 2-layer projection head (not saved); never a label;
-- autoencoder: mean squared reconstruction of the (normalised) pixels through a 64-256-784 decoder (not
-  saved); never a label.
-Untrained members save their seeded init. Prints a table.
+- simclr: SimCLR's NT-Xent loss (Chen et al. 2020) at the recipe's temperature on two random views of each
+  image, through a 2-layer projection head of the recipe's width (not saved); never a label;
+- autoencoder: mean squared reconstruction of the (normalised, viewed) pixels through a width-256-784 decoder
+  (not saved); never a label.
+Untrained members save their seeded init (the same in both domains). Prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 import zipfile
-from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,18 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
 from synbench.data import Split  # noqa: E402
 from synbench.data.mixture import derive_seed  # noqa: E402
 from synbench.data.readers import read_idx, read_npz  # noqa: E402
-from synbench.encoders.family import (DATA, DOMAINS, FEATURES, GET_DATA, INPUT_SHAPE, MEMBERS, TRAIN_OUT,  # noqa: E402
-                                       Recipe, parse)
+from synbench.encoders.family import (DATA, DOMAINS, GET_DATA, INPUT_SHAPE, MEMBERS, TRAIN_OUT, Recipe,  # noqa: E402
+                                       parse)
 from synbench.encoders.weights import seeded  # noqa: E402
 from synbench.files import replace_atomically  # noqa: E402
 
-BATCH, SIMCLR_BATCH, LR, TEMPERATURE = 64, 128, 1e-3, 0.5
+BATCH = 64  # images per step; SimCLR: pairs of views per step
 
 
 def batches(n: int, size: int, steps: int, gen: torch.Generator):
@@ -61,18 +65,19 @@ def batches(n: int, size: int, steps: int, gen: torch.Generator):
             done += 1
 
 
-def views(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A random affine view of each image (rotation +-15 deg, scale 0.85..1.15, shift +-3 px) plus pixel noise."""
+def views(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """A random view of each image: rotation up to 30 deg, scale 1 +- 0.3, shift up to 6 px and pixel noise of
+    sd 0.2, each range times ``strength`` (0.5, ``light``: +-15 deg, 0.85..1.15, +-3 px, sd 0.1)."""
     n = len(x)
-    u = torch.rand((n, 4), generator=gen)
-    angle = (u[:, 0] - 0.5) * math.radians(30)
-    scale = 0.85 + 0.3 * u[:, 1]
-    shift = (u[:, 2:] - 0.5) * (2 * 3 / 14)  # +-3 px in grid units of a 28-px image
+    u = torch.rand((n, 4), generator=gen) - 0.5
+    angle = u[:, 0] * math.radians(60) * strength
+    scale = 1 + 0.6 * strength * u[:, 1]
+    shift = u[:, 2:] * (2 * 6 / 14) * strength  # +-6 px x strength, in grid units of a 28-px image
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    return out + 0.1 * torch.randn(x.shape, generator=gen)
+    return out + 0.2 * strength * torch.randn(x.shape, generator=gen)
 
 
 class Objective:
@@ -80,57 +85,63 @@ class Objective:
     one mini-batch of row indices."""
 
     def __init__(self, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        self.kind, self.x, self.gen = recipe.objective, x, gen
-        self.batch = SIMCLR_BATCH if self.kind == "simclr" else BATCH
-        if self.kind == "supervised":
+        self.recipe, self.x, self.gen = recipe, x, gen
+        width, kind = recipe.feature_width, recipe.objective
+        if kind == "supervised":
             self.y = y.clone()
             noisy = torch.rand(len(y), generator=gen) < recipe.label_noise
             self.y[noisy] = torch.randint(0, int(y.max()) + 1, (int(noisy.sum()),), generator=gen)
-            self.head = nn.Linear(FEATURES, int(y.max()) + 1)
-        elif self.kind == "simclr":
-            self.head = nn.Sequential(nn.Linear(FEATURES, FEATURES), nn.ReLU(), nn.Linear(FEATURES, 32))
-        elif self.kind == "autoencoder":
-            self.head = nn.Sequential(nn.Linear(FEATURES, 256), nn.ReLU(), nn.Linear(256, 28 * 28))
+            self.head = nn.Linear(width, int(y.max()) + 1)
+        elif kind == "simclr":
+            if recipe.view_strength <= 0:
+                raise ValueError("SimCLR needs views: a view strength > 0")
+            p = recipe.projector_width
+            self.head = nn.Sequential(nn.Linear(width, p), nn.ReLU(), nn.Linear(p, p))
+        elif kind == "autoencoder":
+            self.head = nn.Sequential(nn.Linear(width, 256), nn.ReLU(), nn.Linear(256, 28 * 28))
         else:
-            raise ValueError(f"unknown objective {self.kind!r}")
+            raise ValueError(f"unknown objective {kind!r}")
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        return views(x, self.recipe.view_strength, self.gen) if self.recipe.view_strength > 0 else x
 
     def loss(self, net: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        x = self.x[idx]
-        if self.kind == "supervised":
-            return F.cross_entropy(self.head(net(x)), self.y[idx])
-        if self.kind == "autoencoder":
+        x, kind = self.x[idx], self.recipe.objective
+        if kind == "supervised":
+            return F.cross_entropy(self.head(net(self.view(x))), self.y[idx])
+        if kind == "autoencoder":
+            x = self.view(x)
             return F.mse_loss(self.head(net(x)), x.flatten(1))
-        z = F.normalize(self.head(net(torch.cat([views(x, self.gen), views(x, self.gen)]))), dim=1)
-        sim = z @ z.T / TEMPERATURE
+        z = F.normalize(self.head(net(torch.cat([self.view(x), self.view(x)]))), dim=1)
+        sim = z @ z.T / self.recipe.temperature
         sim.fill_diagonal_(-math.inf)  # a view is not its own positive
         n = len(idx)
         return F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
 
 
-def train_run(run: str, seed: int, recipe: Recipe, snapshots: dict[int, list[str]], x, y, domain: str,
-              save) -> list[tuple[str, int, float]]:
-    """One seeded training run of ``recipe``, saved at every step count in ``snapshots`` (-> member names)."""
-    with seeded(derive_seed("family-init", run, seed)):
+def train(recipe_name: str, seed: int, recipe: Recipe, steps: int, x, y, domain: str) -> tuple[nn.Module, list]:
+    """One seeded training run of ``recipe`` for ``steps`` steps: the encoder and its mini-batch losses."""
+    with seeded(derive_seed("family-init", recipe_name, seed)):  # not the domain: untrained inits are shared
         net = recipe.build()
-    gen = torch.Generator().manual_seed(derive_seed("train-family", domain, run, seed))
-    out, loss = [], math.nan
-    if recipe.objective != "none":
-        with seeded(derive_seed("family-head", run, seed)):  # the thrown-away head too, or no two runs match
-            objective = Objective(recipe, x, y, gen)
-        opt = torch.optim.Adam([*net.parameters(), *objective.head.parameters()], lr=LR)
-        for step, idx in enumerate(batches(len(x), objective.batch, max(snapshots), gen), start=1):
-            batch_loss = objective.loss(net, idx)
-            opt.zero_grad()
-            batch_loss.backward()
-            opt.step()
-            loss = batch_loss.item()
-            for name in snapshots.get(step, []):
-                save(name, net, step)
-                out.append((name, step, loss))
-    for name in snapshots.get(0, []):
-        save(name, net, 0)
-        out.append((name, 0, loss))
-    return out
+    losses = []
+    if recipe.objective == "none":
+        return net, losses
+    gen = torch.Generator().manual_seed(derive_seed("train-family", domain, recipe_name, seed))
+    with seeded(derive_seed("family-head", recipe_name, seed)):  # the thrown-away head too, or no two runs match
+        objective = Objective(recipe, x, y, gen)
+    opt = torch.optim.Adam([*net.parameters(), *objective.head.parameters()], lr=recipe.learning_rate)
+    for idx in batches(len(x), BATCH, steps, gen):
+        batch_loss = objective.loss(net, idx)
+        opt.zero_grad()
+        batch_loss.backward()
+        opt.step()
+        losses.append(batch_loss.item())
+    return net, losses
+
+
+def trained_as(recipe: Recipe, steps: int) -> str:
+    """The checkpoint's record of how it was trained: the recipe and the steps it actually ran."""
+    return json.dumps({**asdict(recipe), "steps_run": steps}, sort_keys=True)
 
 
 def read_domain(domain: str, path: Path | None):
@@ -178,35 +189,43 @@ def main(argv=None) -> int:
         raise SystemExit(f"train_family: error: --steps-scale {args.steps_scale} must be a finite number > 0 "
                          f"(1 = the recipes' own steps; 0.3 for a quick run)")
     out = args.out / args.domain
-    todo = [n for n in names if args.force or not (out / f"{n}.safetensors").is_file()]
+    plan = {}  # member -> (recipe name, recipe, seed, steps, record)
+    for name in names:
+        recipe_name, recipe, seed = parsed[name]
+        steps = max(1, round(recipe.steps * args.steps_scale)) if recipe.objective != "none" else 0
+        plan[name] = (recipe_name, recipe, seed, steps, trained_as(recipe, steps))
+    kept = [n for n in names if not args.force and recorded(out / f"{n}.safetensors") == plan[n][4]]
+    todo = [n for n in names if n not in kept]
     print("| member | steps | last loss | seconds | checkpoint |\n|---|---:|---:|---:|---|")
-    for name in sorted(set(names) - set(todo), key=names.index):
-        print(f"| {name} | | | | {out / name}.safetensors (kept) |", flush=True)
+    for name in kept:
+        print(f"| {name} | {plan[name][3]} | | | {out / name}.safetensors (kept) |", flush=True)
     if not todo:
         return 0
     data = read_domain(args.domain, args.data)
     x, y = data.take(Split.train, slice(None), "cpu")
     x = (x - 0.5) / 0.5  # the encoder's own normalisation (conf/model/family.yaml: mean 0.5, std 0.5)
-    runs: dict[tuple[str, int], dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    recipe_of = {}
     for name in todo:
-        recipe_name, recipe, seed = parsed[name]
-        run = recipe.run or recipe_name
-        steps = max(1, round(recipe.steps * args.steps_scale)) if recipe.objective != "none" else 0
-        runs[run, seed][steps].append(name)
-        recipe_of[run, seed] = max(recipe_of.get((run, seed), recipe), recipe, key=lambda r: r.steps)
-
-    def save(name: str, net: nn.Module, steps: int) -> None:
+        recipe_name, recipe, seed, steps, record = plan[name]
+        t0 = time.perf_counter()
+        net, losses = train(recipe_name, seed, recipe, steps, x, y, args.domain)
+        loss = losses[-1] if losses else math.nan
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         replace_atomically(out / f"{name}.safetensors", lambda tmp: save_file(
-            state, tmp, metadata={"member": name, "domain": args.domain, "steps": str(steps)}))
-
-    for (run, seed), snapshots in runs.items():
-        t0 = time.perf_counter()
-        for name, steps, loss in train_run(run, seed, recipe_of[run, seed], snapshots, x, y, args.domain, save):
-            print(f"| {name} | {steps} | {loss:.4f} | {time.perf_counter() - t0:.1f} | {out / name}.safetensors |",
-                  flush=True)
+            state, tmp, metadata={"member": name, "domain": args.domain, "steps": str(steps), "recipe": record}))
+        print(f"| {name} | {steps} | {loss:.4f} | {time.perf_counter() - t0:.1f} | {out / name}.safetensors |",
+              flush=True)
     return 0
+
+
+def recorded(path: Path) -> str | None:
+    """A checkpoint's training record (``trained_as``), or None when there is no checkpoint or no record."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("recipe")
+    except Exception:  # a torn or foreign file is retrained, never trusted
+        return None
 
 
 if __name__ == "__main__":

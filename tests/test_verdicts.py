@@ -1,4 +1,4 @@
-"""The validity study's pre-registration and verdicts (conf/validity/preregistration.yaml, synbench/report/design.py,
+"""The validity study's pre-registration and verdicts (conf/validity/preregistration.yaml, synbench/preregistration.py,
 verdicts.py, mdtable.py): the file loads and fixes what it must, a bad key is one line naming it, the sampler is a
 deterministic function of the space and seed, each verdict follows its rule on data whose answer is known, a row's
 tau, interval and p describe the same recipe means (checked against scipy and a direct bootstrap), Nern et al.'s
@@ -16,7 +16,9 @@ import torch
 import yaml
 from scipy import stats
 
-from synbench.report import design, verdicts
+from synbench import preregistration as design
+from synbench.report import verdicts
+from synbench.report.design import main as design_main
 from synbench.report.mdtable import cells, escape, ragged, table, tables
 from synbench.report.stats import benjamini_hochberg, tau_interval
 
@@ -116,11 +118,11 @@ def test_a_bad_key_is_one_line_naming_it(raw, tmp_path, edit, needle):
 
 
 def test_the_design_command_lists_the_recipes(capsys):
-    assert design.main([str(FILE)]) == 0
+    assert design_main([str(FILE)]) == 0
     out = capsys.readouterr().out
     assert "36 trained recipes" in out and "24 SimCLR sweep" in out and ragged(out) == []
     with pytest.raises(SystemExit, match="synbench.report.design: error: .*: cannot read"):
-        design.main([str(FILE.with_name("missing.yaml"))])
+        design_main([str(FILE.with_name("missing.yaml"))])
 
 
 # --- one statistic per row ------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def report(prereg_path: Path, reps: int = REPS) -> str:
     """The pre-registered design's power (per test size, Holm over its supported family; without and with seed
     noise as large as the recipes' spread) and the 2026-12-04 run's (9 or 10 recipes, two-sided, Holm over 36),
     as markdown: the numbers docs/validity.md quotes."""
-    from synbench.report.design import load
+    from synbench.preregistration import load
 
     pre = load(prereg_path)
     alpha, ns, seeds = pre["statistics"]["alpha"], pre["family_ns"], len(pre["design"]["seeds"])

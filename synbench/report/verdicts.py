@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from synbench.report.design import in_subset
+from synbench.preregistration import in_subset
 from synbench.report.mdtable import table
 from synbench.report.stats import benjamini_hochberg, holm, kendall_test, tau_interval
 
