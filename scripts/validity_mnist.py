@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synbench.report import verdicts  # noqa: E402
+from synbench.report.power import detectable_tau  # noqa: E402
 from synbench.preregistration import DEFAULT as PREREGISTRATION  # noqa: E402
 from synbench.preregistration import PreregistrationError, in_subset, load, members as design_members  # noqa: E402
 from synbench.report.mdtable import table  # noqa: E402
@@ -200,11 +201,16 @@ def manifold_vs_truth(comparison: Path, values: dict, reference: str) -> str:
                   "p (two-sided, exact, uncorrected)"], rows, ["---", "---", "---:", "---:", "---:"])
 
 
+def markers_of(page: str) -> list[str]:
+    """The names of the ``<!-- study:NAME -->`` markers of a page (each a line of its own; prose may name one)."""
+    return re.findall(r"^<!-- study:([\w-]+) -->$", page, flags=re.M)
+
+
 def fill(page: str, tables: dict[str, str]) -> str:
     """``page`` with the text between each ``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` replaced by
     ``tables[NAME]``; a marker is a line of its own (prose may name one), and a marker whose table the run did
     not make is an error naming it."""
-    names = re.findall(r"^<!-- study:([\w-]+) -->$", page, flags=re.M)  # a marker is a line of its own
+    names = markers_of(page)
     if not names:
         raise SystemExit("validity: error: the page has no <!-- study:NAME --> markers to fill")
     missing = sorted(set(names) - set(tables))
@@ -218,7 +224,7 @@ def fill(page: str, tables: dict[str, str]) -> str:
     return page
 
 
-RESULTS = (("registration", "The pre-registration"), ("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
+RESULTS = (("summary", "In one paragraph"), ("registration", "The pre-registration"), ("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
            ("members", "The members"), ("exploratory", "Exploratory: every score against accuracy"),
            ("manifold", "Exploratory: the manifold of models"), ("timings", "Time"))
 
@@ -243,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--preregistration", type=Path, default=PREREGISTRATION, help="the registered design")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "validity.md",
                    help="the page whose <!-- study:NAME --> tables the full study rewrites (never with --quick)")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                   help="the page whose <!-- study:summary --> paragraph the full study rewrites (never with --quick)")
     args = p.parse_args(argv)
     try:
         pre = load(args.preregistration)
@@ -251,6 +259,12 @@ def main(argv=None) -> int:
     if args.bootstrap is not None:
         pre["statistics"]["equivalence"]["resamples"] = args.bootstrap
     n_boot = pre["statistics"]["equivalence"]["resamples"]
+    if not args.quick:  # the pages the run ends by writing: checked before any job, not after two hours
+        for page, name in ((args.docs, "results"), (args.readme, "summary")):
+            markers = markers_of(page.read_text()) if page.is_file() else []
+            if markers != [name]:
+                raise SystemExit(f"validity: error: {page} must hold one <!-- study:{name} --> ... <!-- /study:{name} "
+                                 f"--> block for the study to write (it holds: {', '.join(markers) or 'none'})")
     outputs = args.outputs.resolve()
     py = sys.executable
     if args.quick:
@@ -311,24 +325,34 @@ def main(argv=None) -> int:
     by_domain = {d: recipes for d in domains}
     claims = verdicts.claim_rows(pre, "claims", values, flags, by_domain)
     controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain)
-    tables = {"registration": registration(args.preregistration), "claims": verdicts.claims_table(claims, pre), "controls": verdicts.claims_table(controls, pre),
-              "nern": verdicts.nern_table(verdicts.nern_rows(pre, runs))}
+    nern = verdicts.nern_rows(pre, runs)
+    tables = {"registration": registration(args.preregistration), "claims": verdicts.claims_table(claims, pre),
+              "controls": verdicts.claims_table(controls, pre), "nern": verdicts.nern_table(nern)}
     for domain in domains:
         tables[f"members-{domain}"] = members_table(values[domain], domain, other[domain], recipes)
         tables[f"exploratory-{domain}"] = exploratory(values[domain], pre, recipes, n_boot)
     tables["manifold"] = manifold_vs_truth(study / "compare" / "comparison.json", values["mnist"], reference)
-    timings.append(("claims and tables", time.perf_counter() - t0))
+    size = pre["statistics"]["supported"]["family_size"]  # the registered design's power, whatever ran
+    detectable = {n: detectable_tau(n, size) for n in sorted(set(pre["family_ns"]))}
+    timings.append(("claims, power and tables", time.perf_counter() - t0))
     total = time.perf_counter() - t_all
+    machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), {'a GPU present' if _gpu() else 'no GPU'}"
     tables["timings"] = "\n".join([
-        f"`python scripts/validity_mnist.py{' --quick' if args.quick else ''}`, {datetime.date.today()}, "
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU{'' if not _gpu() else ' (one was present)'}:", "",
-        table(["step", "seconds"], [*([w, f"{s:.0f}"] for w, s in timings), ["total", f"{total:.0f}"]],
-              ["---", "---:"])])
+        f"`python scripts/validity_mnist.py{' --quick' if args.quick else ''}`, {datetime.date.today()}, {machine}:",
+        "", table(["step", "seconds"], [*([w, f"{s:.0f}"] for w, s in timings), ["total", f"{total:.0f}"]],
+                  ["---", "---:"])])
+    untrained = re.compile(pre["untrained"])
+    encoders = len(domains) * sum(not untrained.fullmatch(m) for m in members) + sum(
+        bool(untrained.fullmatch(m)) for m in members)  # untrained inits are the same encoders in every domain
+    run_line = (f"{'--quick, ' if args.quick else ''}{datetime.date.today()}: {encoders} distinct encoders, "
+                f"{total / 60:.0f} minutes on {machine}")
+    tables = {"summary": verdicts.summary(claims, controls, nern, detectable, run_line), **tables}
     text = "\n\n".join(f"## {name}\n\n{body}" for name, body in tables.items()) + "\n"
     (study / "tables.md").write_text(text)
     if not args.quick:
         args.docs.write_text(fill(args.docs.read_text(), {"results": results(tables)}))
-    print("\n" + text + f"\ntables: {study / 'tables.md'}" + ("" if args.quick else f"\npage: {args.docs}"))
+        args.readme.write_text(fill(args.readme.read_text(), {"summary": tables["summary"]}))
+    print("\n" + text + f"\ntables: {study / 'tables.md'}" + ("" if args.quick else f"\npages: {args.docs}, {args.readme}"))
     return 0
 
 

@@ -125,7 +125,8 @@ def test_the_study_writes_its_tables(study):
     folder = study / "validity_quick"
     assert (folder / "compare" / "comparison.json").is_file()
     text = (folder / "tables.md").read_text()
-    for name in ("claims", "controls", "nern", "manifold", "members-mnist", "exploratory-mnist", "timings"):
+    for name in ("summary", "registration", "claims", "controls", "nern", "manifold", "members-mnist",
+                 "exploratory-mnist", "timings"):
         assert f"## {name}\n" in text, name
     assert ragged(text) == [], ragged(text)  # every table renders: each row has its header's cells
     pre = load()
@@ -136,6 +137,10 @@ def test_the_study_writes_its_tables(study):
     assert {row[-1] for row in claims[2:]} == {"undecided"}
     assert "synbench/score [ones]" in section(text, "claims") and "not run: 1 recipes" in section(text, "claims")
     assert "logme/logme [mnist]" in section(text, "controls")
+    # the headline the full study writes into README: the verdict counts, nothing stronger
+    summary = section(text, "summary")
+    assert "Of its 16 registered one-sided tests" in summary and "0 supported" in summary and "16 undecided" in summary
+    assert "No claim is shown, and none is shown false." in summary and "not an absent association" in summary
     # the exploratory rows: tau and exact two-sided p of the recipe means of the runs' own values
     runs = job_runs(study)
     x = {r.data.tags["synbench.model"]: r.data.metrics["spectrum/data/rankme"] for r in runs

@@ -265,3 +265,39 @@ def nern_table(rows: list[dict]) -> str:
              _f(r["excess"], "+.3f"), _f(r["certified"], ".3f"), _f(r["robust"], ".3f"), r["result"]]
             for r in rows]
     return table(header, body, ["---", "---"] + ["---:"] * 7 + ["---"])
+
+
+def summary(claims: list[dict], controls: list[dict], nern: list[dict], detectable: dict, run: str) -> str:
+    """The study's headline, in words no stronger than its verdicts: counts of each verdict with the rows that
+    reached one, what "undecided" can and cannot mean here (``detectable``: {recipes: the true tau detected
+    with probability 0.8, NaN where none}), the labelled control and Nern et al.'s check. ``run`` says when, on
+    what and how long. README's summary of the study is this paragraph, written by the study."""
+    counts = verdict_counts(claims)
+
+    def rows(verdict: str) -> str:
+        named = [f"{r['paper'].split(' (')[0]} on {r['domain']} against {r['truth']} accuracy, tau {r['tau']:+.2f}"
+                 for r in claims if r["verdict"] == verdict]
+        return f" ({'; '.join(named)})" if named else ""
+
+    papers = len({r["paper"] for r in claims})
+    text = [f"**Do the label-free scores predict accuracy? The pre-registered study** ({run}). Of its {len(claims)} "
+            f"registered one-sided tests ({papers} label-free claims, each on 2 domains against home and transfer "
+            f"accuracy), {counts['supported']} supported{rows('supported')}, {counts['contradicted']} "
+            f"contradicted{rows('contradicted')}, {counts['absent']} absent{rows('absent')} and "
+            f"{counts['undecided']} undecided."]
+    if not counts["supported"] and not counts["contradicted"]:
+        text.append("No claim is shown, and none is shown false.")
+    power = ", ".join(f"{tau:.2f} over {n} recipes" if math.isfinite(tau) else f"no tau over {n} recipes"
+                      for n, tau in sorted(detectable.items(), reverse=True))
+    text.append(f"An undecided row is not an absent association: the design detects a true tau of {power} with "
+                f"probability 0.8, without seed noise, and less with it.")
+    if controls:
+        c = verdict_counts(controls)
+        text.append(f"The labelled control LogME, which reads the target labels, is supported in {c['supported']} "
+                    f"of {len(controls)} settings.")
+    if nern:
+        res = {k: sum(r["result"] == k for r in nern) for k in ("holds", "fails", "vacuous", "not measured")}
+        text.append(f"Nern et al.'s criterion with the label-free Delta_f holds in {res['holds']}, fails in "
+                    f"{res['fails']} and is vacuous in {res['vacuous']} of its {len(nern)} settings"
+                    + (f" ({res['not measured']} not measured)." if res["not measured"] else "."))
+    return " ".join(text)
