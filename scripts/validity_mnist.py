@@ -225,6 +225,7 @@ def fill(page: str, tables: dict[str, str]) -> str:
 
 
 RESULTS = (("summary", "In one paragraph"), ("registration", "The pre-registration"), ("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
+           ("guards", "Guards: scores that cannot rank, radii that cannot certify"),
            ("members", "The members"), ("exploratory", "Exploratory: every score against accuracy"),
            ("manifold", "Exploratory: the manifold of models"), ("timings", "Time"))
 
@@ -327,7 +328,8 @@ def main(argv=None) -> int:
     controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain)
     nern = verdicts.nern_rows(pre, runs)
     tables = {"registration": registration(args.preregistration), "claims": verdicts.claims_table(claims, pre),
-              "controls": verdicts.claims_table(controls, pre), "nern": verdicts.nern_table(nern)}
+              "controls": verdicts.claims_table(controls, pre), "nern": verdicts.nern_table(nern),
+              "guards": verdicts.guard_table(verdicts.guard_rows(runs))}
     for domain in domains:
         tables[f"members-{domain}"] = members_table(values[domain], domain, other[domain], recipes)
         tables[f"exploratory-{domain}"] = exploratory(values[domain], pre, recipes, n_boot)

@@ -125,7 +125,7 @@ def test_the_study_writes_its_tables(study):
     folder = study / "validity_quick"
     assert (folder / "compare" / "comparison.json").is_file()
     text = (folder / "tables.md").read_text()
-    for name in ("summary", "registration", "claims", "controls", "nern", "manifold", "members-mnist",
+    for name in ("summary", "registration", "claims", "controls", "nern", "guards", "manifold", "members-mnist",
                  "exploratory-mnist", "timings"):
         assert f"## {name}\n" in text, name
     assert ragged(text) == [], ragged(text)  # every table renders: each row has its header's cells
@@ -162,6 +162,14 @@ def test_the_study_writes_its_tables(study):
         assert r[-1] == ("not measured" if members == 0 else "fails" if violations else
                          "vacuous" if certifying == 0 else "holds"), r
     measured = {(r[1], r[2]) for r in runs_with(runs, pre["checks"][0])}
+    # the guards: each count is the runs' own (a saturated SynBench score, a bound radius certifying nothing)
+    [guards] = tables(section(text, "guards"))
+    syn = [r for r in runs if "synbench/score" in r.data.metrics]
+    [saturated] = [g for g in guards if g[1].startswith("SynBench score mostly from saturated scales")]
+    assert (int(saturated[2]), int(saturated[3])) == (
+        sum(r.data.metrics["synbench/saturated_share"] > 0.5 for r in syn), len(syn))
+    [widest] = [g for g in guards if g[1].startswith("bound at radius 0.05:")]
+    assert int(widest[2]) == sum(r.data.metrics.get("robustness/eps_0.00/criterion/eps_0.05", 1) <= 0 for r in syn)
     assert {(r[1], r[2]) for r in nern[2:] if r[-1] != "not measured"} == measured
 
 

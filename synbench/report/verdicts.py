@@ -301,3 +301,40 @@ def summary(claims: list[dict], controls: list[dict], nern: list[dict], detectab
                     f"{res['fails']} and is vacuous in {res['vacuous']} of its {len(nern)} settings"
                     + (f" ({res['not measured']} not measured)." if res["not measured"] else "."))
     return " ".join(text)
+
+
+def guard_rows(runs_by_domain: dict) -> list[dict]:
+    """What the page must show beside the verdicts, per domain: SynBench members whose score floored, was pinned
+    at the grid's end or comes mostly from saturated scales (share > 0.5), and per radius of the robustness bound
+    whether the raw-input reference certifies anything and how many members certify nothing (a radius where
+    either holds cannot tell members apart)."""
+    rows = []
+    for domain, runs in runs_by_domain.items():
+        syn = [r for r in runs if "synbench/score" in r.data.metrics]
+        for guard, flagged in (("SynBench score floored (no scale reaches the threshold)", "synbench/floored"),
+                               ("SynBench score pinned at the grid's end", "synbench/pinned"),
+                               ("SynBench score mostly from saturated scales (share > 0.5)",
+                                "synbench/saturated_share")):
+            hit = [r for r in syn if r.data.metrics.get(flagged, 0.0) > (0.5 if "share" in flagged else 0.0)]
+            rows.append({"domain": domain, "guard": guard, "members": len(syn), "flagged": len(hit),
+                         "recipes": sorted({recipe(r.data.tags.get("synbench.model", "?")) for r in hit})})
+        bound = [r for r in runs if any(k.startswith("robustness/reference/certified/eps_") for k in r.data.metrics)]
+        radii = sorted({k.rsplit("eps_", 1)[1] for r in bound for k in r.data.metrics
+                        if k.startswith("robustness/reference/certified/eps_")}, key=float)
+        for radius in radii:
+            reference = [r.data.metrics[f"robustness/reference/certified/eps_{radius}"] for r in bound]
+            key = f"robustness/eps_0.00/criterion/eps_{radius}"
+            hit = [r for r in bound if key in r.data.metrics and r.data.metrics[key] <= 0.0]
+            rows.append({"domain": domain, "guard": f"bound at radius {radius}: members certifying nothing "
+                                                    f"(raw reference certifies {max(reference):.3f})",
+                         "members": sum(key in r.data.metrics for r in bound), "flagged": len(hit),
+                         "recipes": sorted({recipe(r.data.tags.get("synbench.model", "?")) for r in hit})})
+    return rows
+
+
+def guard_table(rows: list[dict], shown: int = 6) -> str:
+    body = [[r["domain"], r["guard"], r["flagged"], r["members"],
+             ", ".join(r["recipes"][:shown]) + (f", +{len(r['recipes']) - shown} more" if len(r["recipes"]) > shown
+                                                 else "")] for r in rows]
+    return table(["domain", "guard", "members flagged", "of", "recipes flagged"], body,
+                 ["---", "---", "---:", "---:", "---"])
