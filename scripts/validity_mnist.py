@@ -243,7 +243,10 @@ def results(tables: dict[str, str]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 recipes x 2 seeds, one domain, small n: the CI version")
+    p.add_argument("--quick", action="store_true", help="5 recipes x 2 seeds, one domain, small n: the CI version")
+    p.add_argument("--tables-only", action="store_true",
+                   help="recompute the statistics, tables and pages from the finished run in --outputs (its jobs, "
+                        "reports and comparison as they are; its step times from its timings.json)")
     p.add_argument("--outputs", type=Path, default=ROOT / "outputs", help="paths.outputs of every step")
     p.add_argument("--bootstrap", type=int, default=None,
                    help="bootstrap resamples of every interval (default: the pre-registered number)")
@@ -282,50 +285,59 @@ def main(argv=None) -> int:
     study.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, float]] = []
     t_all = time.perf_counter()
+    recorded = study / "timings.json"  # the step times of the run that did the work
+    if args.tables_only and not recorded.is_file():
+        raise SystemExit(f"validity: error: --tables-only needs a finished run in --outputs {outputs} ({recorded} is "
+                         f"missing): run the study first")
+
+    def step(cmd: list[str], what: str) -> None:
+        if not args.tables_only:
+            run(cmd, timings, what)
 
     npz = outputs / "data" / "mnist.npz"
     if not npz.is_file():
-        run([py, "scripts/prepare_mnist.py", "--out", str(npz)], timings, "prepare MNIST")
+        step([py, "scripts/prepare_mnist.py", "--out", str(npz)], "prepare MNIST")
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}"
-    values, runs, flags = {}, {}, {}
+    values, runs, flags, directions = {}, {}, {}, {}
     for domain in domains:
         data = ["--data", str(npz)] if domain == "mnist" else []
-        run([py, "scripts/train_family.py", "--domain", domain, *data, "--out", str(outputs / "family"),
-             "--members", ",".join(members), *(["--steps-scale", str(QUICK["steps_scale"])] if args.quick else [])],
-            timings, f"train the {domain} family ({len(members)} members)")
+        step([py, "scripts/train_family.py", "--domain", domain, *data, "--out", str(outputs / "family"),
+              "--members", ",".join(members), *(["--steps-scale", str(QUICK["steps_scale"])] if args.quick else [])],
+             f"train the {domain} family ({len(members)} members)")
         experiment = f"validity_{domain}{suffix}"
-        run([py, "-m", "synbench", "--multirun", f"experiment=validity_{domain}", f"model.name={','.join(members)}",
-             f"tracking.experiment={experiment}", *common, *(QUICK["job"] if args.quick else [])],
-            timings, f"sweep: {domain} family, {len(members)} members x {parts(domain)} parts")
+        step([py, "-m", "synbench", "--multirun", f"experiment=validity_{domain}", f"model.name={','.join(members)}",
+              f"tracking.experiment={experiment}", *common, *(QUICK["job"] if args.quick else [])],
+             f"sweep: {domain} family, {len(members)} members x {parts(domain)} parts")
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         [parent] = client.search_runs([exp.experiment_id], "tags.`synbench.kind` = 'sweep'", max_results=1,
                                       order_by=["attributes.start_time DESC"])
         out = study / domain
-        run([py, "-m", "synbench.report", "--parent", parent.info.run_id, "--tracking-uri", uri, "--out", str(out),
-             "--bootstrap", str(n_boot), "--group", GROUP, "--untrained", pre["untrained"],
-             "--scatter", "*: downstream/accuracy"], timings,
-            f"report: {domain} family")
+        step([py, "-m", "synbench.report", "--parent", parent.info.run_id, "--tracking-uri", uri, "--out", str(out),
+              "--bootstrap", str(n_boot), "--group", GROUP, "--untrained", pre["untrained"],
+              "--scatter", "*: downstream/accuracy"], f"report: {domain} family")
         values[domain] = per_model(read_csv(out / parent.info.run_id / "report.csv"))
         runs[domain] = sweep_runs(client, parent.info.run_id, None)
         flags[domain] = guard_flags(runs[domain], pre)
+        directions[domain] = {r.data.tags.get("synbench.direction") for r in runs[domain]
+                              if "synbench/score" in r.data.metrics}
 
     compared = [f"{r}_s{seeds[0]}" for r in recipes]
     models = ["~models.vit_a", "~models.vit_b", "~models.cnn"]
     for m in compared:
         models += [f"+model@models.{m}=family", f"models.{m}.name={m}"]
     reference = f"{reference_recipe(pre, recipes)}_s{seeds[0]}"
-    run([py, "-m", "synbench.compare", *models, "dataset=mnist", f"compare.reference={reference}",
-         f"tracking.experiment=validity_mnist{suffix}", f"hydra.run.dir={study / 'compare'}", *common,
-         *(QUICK["compare"] if args.quick else FULL_COMPARE)], timings,
-        f"compare the {len(compared)} seed-{seeds[0]} MNIST members on MNIST test")
+    step([py, "-m", "synbench.compare", *models, "dataset=mnist", f"compare.reference={reference}",
+          f"tracking.experiment=validity_mnist{suffix}", f"hydra.run.dir={study / 'compare'}", *common,
+          *(QUICK["compare"] if args.quick else FULL_COMPARE)],
+         f"compare the {len(compared)} seed-{seeds[0]} MNIST members on MNIST test")
 
     t0 = time.perf_counter()
     by_domain = {d: recipes for d in domains}
-    claims = verdicts.claim_rows(pre, "claims", values, flags, by_domain)
-    controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain)
+    claims = verdicts.claim_rows(pre, "claims", values, flags, by_domain, directions)
+    controls = verdicts.claim_rows(pre, "controls", values, flags, by_domain, directions)
     nern = verdicts.nern_rows(pre, runs)
     tables = {"registration": registration(args.preregistration), "claims": verdicts.claims_table(claims, pre),
               "controls": verdicts.claims_table(controls, pre), "nern": verdicts.nern_table(nern),
@@ -337,17 +349,27 @@ def main(argv=None) -> int:
     size = pre["statistics"]["supported"]["family_size"]  # the registered design's power, whatever ran
     detectable = {n: detectable_tau(n, size) for n in sorted(set(pre["family_ns"]))}
     timings.append(("claims, power and tables", time.perf_counter() - t0))
-    total = time.perf_counter() - t_all
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), {'a GPU present' if _gpu() else 'no GPU'}"
+    done = {"command": f"python scripts/validity_mnist.py{' --quick' if args.quick else ''}",
+            "date": str(datetime.date.today()), "machine": machine, "steps": timings,
+            "total": time.perf_counter() - t_all}
+    if args.tables_only:  # the times are the run's that did the work; this call only adds a line
+        done, again = json.loads(recorded.read_text()), done
+    else:
+        recorded.write_text(json.dumps(done, indent=1))
+    total = done["total"]
     tables["timings"] = "\n".join([
-        f"`python scripts/validity_mnist.py{' --quick' if args.quick else ''}`, {datetime.date.today()}, {machine}:",
-        "", table(["step", "seconds"], [*([w, f"{s:.0f}"] for w, s in timings), ["total", f"{total:.0f}"]],
-                  ["---", "---:"])])
+        f"`{done['command']}`, {done['date']}, {done['machine']}:", "",
+        table(["step", "seconds"], [*([w, f"{s:.0f}"] for w, s in done["steps"]), ["total", f"{total:.0f}"]],
+              ["---", "---:"]),
+        *([f"\nThe statistics and tables were recomputed from that run's jobs, reports and comparison on "
+           f"{again['date']} (`{again['command']} --tables-only`, {again['total']:.0f} s)."] if args.tables_only
+          else [])])
     untrained = re.compile(pre["untrained"])
     encoders = len(domains) * sum(not untrained.fullmatch(m) for m in members) + sum(
         bool(untrained.fullmatch(m)) for m in members)  # untrained inits are the same encoders in every domain
-    run_line = (f"{'--quick, ' if args.quick else ''}{datetime.date.today()}: {encoders} distinct encoders, "
-                f"{total / 60:.0f} minutes on {machine}")
+    run_line = (f"{'--quick, ' if args.quick else ''}{done['date']}: {encoders} distinct encoders, "
+                f"{total / 60:.0f} minutes on {done['machine']}")
     tables = {"summary": verdicts.summary(claims, controls, nern, detectable, run_line), **tables}
     text = "\n\n".join(f"## {name}\n\n{body}" for name, body in tables.items()) + "\n"
     (study / "tables.md").write_text(text)

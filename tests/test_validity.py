@@ -173,6 +173,21 @@ def test_the_study_writes_its_tables(study):
     assert {(r[1], r[2]) for r in nern[2:] if r[-1] != "not measured"} == measured
 
 
+@pytest.mark.slow
+def test_tables_only_recomputes_the_tables_from_the_finished_run(study, tmp_path):
+    """The statistics again from the run's jobs, reports and comparison: the same claims, and the time table of
+    the run that did the work, with a line that says so; no job runs (a re-run would add runs to the store)."""
+    folder = study / "validity_quick"
+    before = (folder / "tables.md").read_text()
+    n_runs = len(job_runs(study))
+    assert script().main(["--quick", "--tables-only", "--outputs", str(study), "--bootstrap", "200"]) == 0
+    after = (folder / "tables.md").read_text()
+    assert section(after, "claims") == section(before, "claims") and len(job_runs(study)) == n_runs
+    assert section(before, "timings") in section(after, "timings") and "--tables-only" in section(after, "timings")
+    with pytest.raises(SystemExit, match="--tables-only needs a finished run"):
+        script().main(["--quick", "--tables-only", "--outputs", str(tmp_path)])
+
+
 def runs_with(runs, check) -> list[tuple]:
     """(domain, dataset, radius) for which some run logged both of the check's metrics."""
     out = []

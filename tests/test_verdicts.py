@@ -244,6 +244,17 @@ def test_the_claims_table_on_a_fake_run(pre):
     assert {r["score"] for r in controls} == {f"logme/logme [{d}]" for d in values}
     assert all(r["score"].endswith(f"[{r['truth'].split(' ')[0]}]") for r in controls)
     assert all(r["verdict"] == "supported" for r in controls)
+    # a report of one direction names SynBench's score without a bracket: the claim reads it only when every
+    # run that computed it used the registered direction
+    bare = {d: {("synbench/score" if k == "synbench/score [ones]" else k): v for k, v in values[d].items()}
+            for d in values}
+    ones = verdicts.claim_rows(pre, "claims", bare, flags, recipes, {d: {"ones"} for d in values})
+    assert [(r["tau"], r["score"]) for r in ones if r["id"] == "synbench"] == [
+        (r["tau"], r["score"]) for r in rows if r["id"] == "synbench"]
+    for directions in ({"random"}, {"ones", "random"}, set()):
+        other_dir = verdicts.claim_rows(pre, "claims", bare, flags, recipes, {d: directions for d in values})
+        assert all(r["note"] == "not run: no synbench/score [ones] in this run"
+                   for r in other_dir if r["id"] == "synbench")
     # a run without a domain: its tests are listed, not run, and keep the family's size
     rows = verdicts.claim_rows(pre, "claims", {first: values[first]}, {}, recipes)
     missing = [r for r in rows if r["domain"] == other]

@@ -99,11 +99,16 @@ def decide(rows: list[dict], alpha: float, margin: float) -> list[dict]:
     return rows
 
 
-def score_name(values: dict, score: str, dataset: str) -> str | None:
-    """The report's name of ``score``: itself, or its per-dataset name when the sweep read several datasets."""
+def score_name(values: dict, score: str, dataset: str, directions: set = frozenset()) -> str | None:
+    """The report's name of ``score``: itself, its per-dataset name when the sweep read several datasets, or its
+    bare name when the score names a direction (``synbench/score [ones]``) and every run that computed the score
+    used that one direction (``directions``): a report of one direction writes no bracket."""
     for name in (score, f"{score} [{dataset}]"):
         if name in values:
             return name
+    bare = re.sub(r" \[[^]]*\]$", "", score)
+    if bare != score and bare in values and set(directions) == {score[len(bare):].strip(" []")}:
+        return bare
     return None
 
 
@@ -118,10 +123,12 @@ def shown(score: str, how: str) -> str:
     return f"-|{score} - 1|" if how == "closeness_to_1" else score
 
 
-def claim_rows(pre: dict, which: str, values: dict, flags: dict, recipes: dict) -> list[dict]:
+def claim_rows(pre: dict, which: str, values: dict, flags: dict, recipes: dict, directions: dict | None = None
+               ) -> list[dict]:
     """Every registered test of ``which`` (``claims`` or ``controls``): claim x domain x truth, in the file's
     order, with the family's Holm and the verdicts. ``values[domain]``: {report name: {member: mean}};
-    ``flags[domain][flag]``: {member: value} of the guard flags; ``recipes[domain]``: the recipes of the run."""
+    ``flags[domain][flag]``: {member: value} of the guard flags; ``recipes[domain]``: the recipes of the run;
+    ``directions[domain]``: the mixture directions of the runs that computed SynBench's score."""
     st = pre["statistics"]
     domains = pre["design"]["domains"]
     other = {domains[0]: domains[1], domains[1]: domains[0]}
@@ -132,10 +139,11 @@ def claim_rows(pre: dict, which: str, values: dict, flags: dict, recipes: dict) 
                 truth_ds = domain if truth == "home" else other[domain]
                 vals = values.get(domain, {})
                 score_ds = truth_ds if c["input"] == "target_labels" else domain
-                name = score_name(vals, c["score"], score_ds)
+                name = score_name(vals, c["score"], score_ds, (directions or {}).get(domain, set()))
                 row = {"id": c["id"], "paper": c["paper"], "where": c["where"], "domain": domain,
                        "truth": f"{truth_ds} accuracy ({truth})", "subset": c["subset"], "sign": c["sign"],
-                       "score": shown(name or c["score"], c["transform"]), "members": 0, "guards": ""}
+                       "score": shown(name if name and len(name) >= len(c["score"]) else c["score"], c["transform"]),
+                       "members": 0, "guards": ""}
                 column = vals.get(f"{truth_ds}: {ACCURACY}")
                 subset = in_subset(recipes.get(domain, []), pre["subset_re"][c["subset"]])
                 if name is None or column is None:
@@ -275,7 +283,7 @@ def summary(claims: list[dict], controls: list[dict], nern: list[dict], detectab
     counts = verdict_counts(claims)
 
     def rows(verdict: str) -> str:
-        named = [f"{r['paper'].split(' (')[0]} on {r['domain']} against {r['truth']} accuracy, tau {r['tau']:+.2f}"
+        named = [f"{r['paper'].split(' (')[0]}, {r['domain']} family, against {r['truth']}: tau {r['tau']:+.2f}"
                  for r in claims if r["verdict"] == verdict]
         return f" ({'; '.join(named)})" if named else ""
 
