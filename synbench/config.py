@@ -518,6 +518,19 @@ def build(node: DictConfig):
     try:
         return instantiate(node)
     except InstantiationException as err:
-        if isinstance(err.__cause__, Exception):
-            raise err.__cause__ from None
-        raise
+        cause = err.__cause__
+        if not isinstance(cause, Exception):
+            raise
+        # a nested target names its key from its own node (``attack.eps``): say the key the user set
+        # (``metrics.robustness.attack.eps``), which Hydra's message holds as full_key
+        # (``metrics.robustness.attack.eps``), which Hydra's message holds as full_key; not where the node is
+        # an interpolation (``metrics.downstream.attack: ${attack}``): there the user set ``attack.eps``
+        full = re.search(r"^full_key: (\S+)$", str(err), flags=re.M)
+        if full and isinstance(cause, ValueError) and len(cause.args) == 1 and isinstance(cause.args[0], str):
+            parent, _, own = full.group(1).rpartition(".")
+            holder = OmegaConf.select(node._get_root(), parent) if parent else None
+            field = re.match(rf"{re.escape(own)}\.(\w+)", cause.args[0])
+            if (field and isinstance(holder, DictConfig) and not OmegaConf.is_interpolation(holder, own)
+                    and not OmegaConf.is_interpolation(holder[own], field.group(1))):
+                raise type(cause)(full.group(1) + cause.args[0][len(own):]) from None
+        raise cause from None

@@ -149,3 +149,22 @@ def test_compare_config_composes_models_from_the_model_group(tmp_path):
     assert list(cfg.models) == ["vit_a", "vit_b", "r50"]
     assert cfg.models.vit_b.init_seed == 7 and cfg.models.r50.name == "resnet50"
     assert not OmegaConf.missing_keys(cfg)
+
+
+def test_a_nested_targets_error_names_the_key_the_user_set():
+    """A builder names its own node (``attack.eps``); the error says the key the user set: the nested key where
+    it was set there, the group's key where the nested one only interpolates it (N18c)."""
+    from synbench.config import build
+
+    pgd = {"_target_": "synbench.attacks.PGD", "norm": "linf", "eps": [0.0, 0.01], "steps": 2, "restarts": 1,
+           "step_factor": 2.5, "batch_size": 8}
+    root = OmegaConf.create({"attack": dict(pgd), "metrics": {
+        "robustness": {"_target_": "builtins.dict", "attack": {**pgd, "eps": [-0.1, 0.0]}},
+        "downstream": {"_target_": "builtins.dict", "attack": "${attack}"},
+        "fields": {"_target_": "builtins.dict", "attack": {**pgd, "eps": "${attack.eps}"}}}})
+    with pytest.raises(ValueError, match=r"^metrics\.robustness\.attack\.eps=\[-0\.1, 0\.0\] must be "):
+        build(root.metrics.robustness)
+    root.attack.eps = [-0.2]
+    for where in ("downstream", "fields"):
+        with pytest.raises(ValueError, match=r"^attack\.eps=\[-0\.2\] must be "):
+            build(root.metrics[where])
