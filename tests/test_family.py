@@ -3,7 +3,6 @@ every drawn recipe builds at its feature width, trains (each objective's loss fa
 same bytes twice), shares its untrained init across domains, and a checkpoint trained from anything else (an
 older family, a shorter quick run) is retrained, never reused, and refused by a job in one line."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -18,15 +17,13 @@ from synbench.data import Split
 from synbench.encoders import family
 from synbench.encoders.base import EncoderError
 from synbench.preregistration import load, members
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_family", ROOT / "scripts" / "train_family.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_family")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +73,8 @@ def test_every_recipe_builds_at_its_width(name):
     if recipe.bottleneck:  # trunk, the bottleneck, the feature layer, ReLU: the features see rank <= b
         assert net[1].out_features == recipe.bottleneck == net[2].in_features
         pre = net.double()[:3](torch.rand(64, *family.INPUT_SHAPE, dtype=torch.float64))
-        assert torch.linalg.matrix_rank(pre - pre.mean(0), rtol=1e-9) <= recipe.bottleneck  # centred: the bias adds none
+        # centred: the bias adds no rank
+        assert torch.linalg.matrix_rank(pre - pre.mean(0), rtol=1e-9) <= recipe.bottleneck
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet", "vit"])

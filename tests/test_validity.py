@@ -1,5 +1,6 @@
 """The validity study's CI version (``scripts/validity_mnist.py --quick``): 5 of the registered recipes x 2
-training seeds of the MNIST family trained here (an untrained init, three trained recipes, one SimCLR configuration), the real multirun, the report, the comparison, and the pre-registered claims, control,
+training seeds of the MNIST family trained here (an untrained init, three trained recipes, one SimCLR
+configuration), the real multirun, the report, the comparison, and the pre-registered claims, control,
 check and tables the full study writes into the docs, through the same statistics. The report's numbers are
 checked against scipy and a direct permutation count on the runs' own values, the study's tables against scipy on
 the recipe means, and the trained encoders against their intended grading on held-out MNIST. The fast tests check
@@ -7,7 +8,6 @@ that the study reads its claims from the pre-registration and says whether the f
 registered."""
 
 import csv
-import importlib.util
 import itertools
 import os
 import re
@@ -23,16 +23,14 @@ from scipy import stats
 from synbench.preregistration import DEFAULT as FILE
 from synbench.preregistration import load
 from synbench.report.mdtable import ragged, tables
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("validity_mnist", ROOT / "scripts" / "validity_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("validity_mnist")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +71,8 @@ def test_the_report_numbers_equal_scipy_on_the_runs_values(study):
     rows = {(r["metric"], r["truth"], r["subset"]): r for r in csv.DictReader((report_dir / "correlations.csv").open())}
     checked = 0
     for metric, direction, truth, dataset in (("spectrum/rankme", None, "downstream/accuracy", "mnist"),
-                                              ("synbench/score", None, "downstream/accuracy", "fashion_mnist"),  # one direction: no bracket
+                                              # one direction in the sweep: its name has no bracket
+                                              ("synbench/score", None, "downstream/accuracy", "fashion_mnist"),
                                               ("rmqm/pgd", None, "downstream/robust_accuracy/eps_0.05", "mnist")):
         x = {r.data.tags["synbench.model"]: r.data.metrics[metric] for r in runs
              if metric in r.data.metrics and direction in (None, r.data.tags["synbench.direction"])}

@@ -153,7 +153,8 @@ def claim_rows(pre: dict, which: str, values: dict, flags: dict, recipes: dict, 
                 names, x, y, n_members = recipe_means(transform(vals[name], c["transform"]), column, subset)
                 row.update(evaluate(x, y, c["sign"], st["equivalence"], st["min_recipes"]), members=n_members)
                 members = [m for m in vals[name] if recipe(m) in names and m in column]
-                flagged = {g: sorted(m for m in members if flags.get(domain, {}).get(guard_key(g, c["score"]), {}).get(m, 0.0) == 1.0)
+                got = flags.get(domain, {})
+                flagged = {g: sorted(m for m in members if got.get(guard_key(g, c["score"]), {}).get(m, 0.0) == 1.0)
                            for g in c["guards"]}
                 hit = set().union(*flagged.values()) if flagged else set()
                 row["guards"] = "; ".join(f"{g.rsplit('/', 1)[-1]} {len(v)} of {len(members)}"
