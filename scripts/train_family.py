@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -44,7 +43,7 @@ from synbench.data import Split  # noqa: E402
 from synbench.data.mixture import derive_seed  # noqa: E402
 from synbench.data.readers import read_idx, read_npz  # noqa: E402
 from synbench.encoders.family import (DATA, DOMAINS, GET_DATA, INPUT_SHAPE, MEMBERS, TRAIN_OUT, Recipe,  # noqa: E402
-                                       parse)
+                                       checkpoint_recipe, parse)
 from synbench.encoders.weights import seeded  # noqa: E402
 from synbench.files import replace_atomically  # noqa: E402
 
@@ -194,7 +193,8 @@ def main(argv=None) -> int:
         recipe_name, recipe, seed = parsed[name]
         steps = max(1, round(recipe.steps * args.steps_scale)) if recipe.objective != "none" else 0
         plan[name] = (recipe_name, recipe, seed, steps, trained_as(recipe, steps))
-    kept = [n for n in names if not args.force and recorded(out / f"{n}.safetensors") == plan[n][4]]
+    kept = [n for n in names
+            if not args.force and checkpoint_recipe(out / f"{n}.safetensors") == json.loads(plan[n][4])]
     todo = [n for n in names if n not in kept]
     print("| member | steps | last loss | seconds | checkpoint |\n|---|---:|---:|---:|---|")
     for name in kept:
@@ -215,17 +215,6 @@ def main(argv=None) -> int:
         print(f"| {name} | {steps} | {loss:.4f} | {time.perf_counter() - t0:.1f} | {out / name}.safetensors |",
               flush=True)
     return 0
-
-
-def recorded(path: Path) -> str | None:
-    """A checkpoint's training record (``trained_as``), or None when there is no checkpoint or no record."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("recipe")
-    except Exception:  # a torn or foreign file is retrained, never trusted
-        return None
 
 
 if __name__ == "__main__":

@@ -522,7 +522,6 @@ def build(node: DictConfig):
         if not isinstance(cause, Exception):
             raise
         # a nested target names its key from its own node (``attack.eps``): say the key the user set
-        # (``metrics.robustness.attack.eps``), which Hydra's message holds as full_key
         # (``metrics.robustness.attack.eps``), which Hydra's message holds as full_key; not where the node is
         # an interpolation (``metrics.downstream.attack: ${attack}``): there the user set ``attack.eps``
         full = re.search(r"^full_key: (\S+)$", str(err), flags=re.M)

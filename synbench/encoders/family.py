@@ -172,12 +172,16 @@ def not_trained(member: str, domain: str, checkpoint: Path) -> str:
 
 
 def checkpoint_recipe(path: Path) -> dict:
-    """The recipe a checkpoint was trained from (its metadata, written by scripts/train_family.py); {} if none."""
+    """The recipe a checkpoint was trained from (its metadata, written by scripts/train_family.py); {} if none, or
+    if the file is missing, torn or not a safetensors file (such a checkpoint is retrained, never trusted)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta.get("recipe", "{}"))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta.get("recipe", "{}"))
+    except Exception:  # safetensors raises its own errors, OSError and JSON errors alike
+        return {}
 
 
 def load(name: str, module, checkpoint: str | None, **spec) -> Encoder:

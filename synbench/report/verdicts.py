@@ -142,7 +142,9 @@ def claim_rows(pre: dict, which: str, values: dict, flags: dict, recipes: dict, 
                 name = score_name(vals, c["score"], score_ds, (directions or {}).get(domain, set()))
                 row = {"id": c["id"], "paper": c["paper"], "where": c["where"], "domain": domain,
                        "truth": f"{truth_ds} accuracy ({truth})", "subset": c["subset"], "sign": c["sign"],
-                       "score": shown(name if name and len(name) >= len(c["score"]) else c["score"], c["transform"]),
+                       # the registered name where the report's is the bare one of a single direction
+                       "score": shown(name if name in (c["score"], f"{c['score']} [{score_ds}]") else c["score"],
+                                      c["transform"]),
                        "members": 0, "guards": ""}
                 column = vals.get(f"{truth_ds}: {ACCURACY}")
                 subset = in_subset(recipes.get(domain, []), pre["subset_re"][c["subset"]])
