@@ -40,7 +40,7 @@ from synbench import app  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import InputTransform, Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_dataset  # noqa: E402
-from synbench.encoders.tune import apply_layout, configure_threads, device_name, tune_encoder  # noqa: E402
+from synbench.encoders.tune import apply_layout, configure_host, device_name, tune_encoder  # noqa: E402
 from synbench.metrics import MetricInputs  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                            f"metrics.downstream.n_points={args.n_points}", "cache.enabled=false", "progress=false",
                            f"paths.outputs={tmp}", f"device={args.device}"])
         device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
-        configure_threads()
+        configure_host(cfg.embed)
         data = build(cfg.dataset)
         encoder = build(cfg.model).to(device)
         transform = InputTransform.between(data.shape, encoder.input_shape, encoder.value_range)

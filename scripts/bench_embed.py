@@ -5,6 +5,8 @@
     python scripts/bench_embed.py --scales 8 --n 4096 --batch-size 512   # on a GPU
     python scripts/bench_embed.py --tuning mobilenetv2_050,test_vit  # the default job: tuned vs fixed
     python scripts/bench_embed.py --protocol mobilenetv2_050        # mixture=paper, n = 256: job vs its floor
+    python scripts/bench_embed.py --protocol mobilenetv2_050 --vs embed.keep_freed_memory=false  # A/B, whole process
+    python scripts/bench_embed.py --overlap mobilenetv2_050         # generation drawn ahead in a thread, or not
 
 Random-init weights (no download needed). Prints a Markdown table; --json writes the rows too.
 The job row is the whole ``synbench.app.run`` (model build, data generation, forward, probes, score,
@@ -17,8 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,8 +40,8 @@ from synbench.attacks import PGD  # noqa: E402
 from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
-from synbench.encoders.embed import mixture_for  # noqa: E402
-from synbench.encoders.tune import apply_layout, configure_threads, device_name, tune_encoder  # noqa: E402
+from synbench.encoders.embed import embed_batches, mixture_for  # noqa: E402
+from synbench.encoders.tune import EmbedPlan, configure_host, device_name, plan_applied, tune_encoder  # noqa: E402
 from synbench.metrics.rmqm import RMQM  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -142,59 +148,169 @@ def tuning_table(models: list[str], fixed_batch: int) -> None:
               f"{diff:.1e} |")
 
 
-def protocol_table(model: str, n: int, device_arg: str) -> None:
-    """The whole job on the paper's protocol (``mixture=paper``, 49 scales) at ``n`` train + ``n`` test per scale
-    against its floor: the bare forward of the job's images at the tuned plan, plus generating the job's
-    mixture alone, plus the job's own metric time. ``--protocol``; prints a table and the ratio."""
+def job_overrides(model: str, n: int, device_arg: str, outputs: str) -> list[str]:
+    """The paper's protocol (``mixture=paper``, 49 scales) at ``n`` train + ``n`` test images per scale."""
+    return [f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists() else "model=timm",
+            f"model.name={model}", "model.pretrained=false", "mixture=paper", f"mixture.n_train={n}",
+            f"mixture.n_test={n}", "cache.enabled=false", "progress=false", f"paths.outputs={outputs}",
+            f"device={device_arg}", f"cache.tuning_dir={outputs}/tuning"]
+
+
+def protocol_table(model: str, n: int, device_arg: str, overrides: list[str]) -> None:
+    """The whole job on the paper's protocol against its floor, ``--protocol``. Scale by scale, back to back (so a
+    machine whose speed drifts moves all three alike): the scale's images generated alone, the bare forward over
+    those same images (the embedding loop fed from memory), and the embedding pass (generate + forward); then
+    the whole job, which reads the same tuned plan from the tuning cache as a sweep's jobs do."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_job([f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists() else "model=timm",
-                           f"model.name={model}", "model.pretrained=false", "mixture=paper",
-                           f"mixture.n_train={n}", f"mixture.n_test={n}", "cache.enabled=false", "progress=false",
-                           f"paths.outputs={tmp}", f"device={device_arg}", f"cache.tuning_dir={tmp}/tuning"])
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{tmp}/inductor"  # a compile trial compiles cold, as on a new node
+        cfg = compose_job([*job_overrides(model, n, device_arg, tmp), *overrides])
         device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
-        configure_threads()
+        configure_host(cfg.embed)
         encoder = build(cfg.model).to(device)
         mixture = mixture_for(cfg.mixture, encoder)
         scales = [float(s) for s in cfg.mixture.scales]
         images = 2 * n * len(scales)
         plan = tune_encoder(encoder, device, precision, cfg.embed, images=images, largest=n,
-                            cache_dir=cfg.cache.tuning_dir)  # cached here: the job reads it, as a sweep's jobs do
-        batch = plan.batch_size
-        apply_layout(encoder, plan.channels_last)  # what the job's embedding pass runs in (plan_applied)
-        reps = max(1, min(images // batch, 400 // batch + 1))  # about 400 images: the rate, extrapolated
-        counted, secs = raw_forward(encoder, batch, device, precision, reps, 2, plan.channels_last)
-        forward = images * secs / counted  # the job's images at the bare rate
-        t0 = time.perf_counter()
-        for scale in scales:
-            for split in Split:
-                for _ in mixture.stream(scale, split, n, cfg.seed, batch, device):
-                    pass
-        sync(device)
-        generation = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, cfg.seed, batch, device,
-                      precision, plan.channels_last, progress=False)
-        sync(device)
-        embed = time.perf_counter() - t0
+                            cache_dir=cfg.cache.tuning_dir)
+        counts = {Split.train: n, Split.test: n}
+        generation = forward = embed = 0.0
+        with plan_applied(encoder, plan):
+            first = next(mixture.stream(scales[0], Split.train, plan.batch_size, cfg.seed, plan.batch_size, device))
+            t0 = time.perf_counter()
+            embed_batches(encoder, [first], plan.batch_size, device, precision, plan.channels_last)  # warm-up
+            warm_up = time.perf_counter() - t0  # (the first call of a compiled plan compiles, where the tuner did not)
+            for scale in scales:
+                sync(device)
+                t0 = time.perf_counter()
+                held = {split: list(mixture.stream(scale, split, count, cfg.seed, plan.batch_size, device))
+                        for split, count in counts.items()}
+                sync(device)
+                t1 = time.perf_counter()
+                for split, count in counts.items():
+                    embed_batches(encoder, held[split], count, device, precision, plan.channels_last)
+                sync(device)
+                t2 = time.perf_counter()
+                del held
+                embed_mixture(encoder, mixture, [scale], counts, cfg.seed, plan.batch_size, device, precision,
+                              plan.channels_last, progress=False)
+                sync(device)
+                generation, forward, embed = (generation + t1 - t0, forward + t2 - t1,
+                                              embed + time.perf_counter() - t2)
         tracker_from(cfg).connect()  # the store's creation is not the job's
         t0 = time.perf_counter()
         summary = app.run(cfg, Path(tmp) / "job")
         job = time.perf_counter() - t0
     metrics = summary["metric_seconds"]
-    rows = [("bare forward of the job's images (tuned plan, resident batch; extrapolated)", forward),
-            ("generating the job's mixture alone", generation),
-            ("embedding pass (embed_mixture: generate + forward)", embed),
-            ("the job's metrics (its own metric_seconds)", metrics),
-            ("whole SynBench job (app.run, plan from the tuning cache)", job)]
+    rows = [("generating the job's mixture alone", generation),
+            ("bare forward over the same images (the embedding loop fed from memory)", forward),
+            ("embedding pass (`embed_mixture`: generate + forward)", embed),
+            ("the job's metrics (its `metric_seconds`)", metrics),
+            ("whole SynBench job (`app.run`, plan from the tuning cache)", job)]
+    layout = "channels_last" if plan.channels_last else "contiguous"
+    compiled = ", compiled" if plan.compile else ", eager"
+    if plan.compile_trial:
+        compiled += f" (compile trial: {plan.compile_trial[0]:.1f} s to compile, {plan.compile_trial[1]:.1f} images/s)"
     print(f"\nmixture=paper ({len(scales)} scales x {n} + {n} images = {images:,}), {model} (random init) at "
-          f"{list(encoder.input_shape)}, {device_name(device)}, batch {batch} "
-          f"{'channels_last' if plan.channels_last else 'contiguous'}, torch {torch.__version__}\n")
+          f"{list(encoder.input_shape)}, {device_name(device)}, plan: batch {plan.batch_size} {layout}{compiled} "
+          f"({plan.source}; eager {plan.images_per_s or float('nan'):.1f} images/s), torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}{', ' + ' '.join(overrides) if overrides else ''}\n")
     print("| step | seconds | images/s |\n|---|---:|---:|")
     for label, secs in rows:
         print(f"| {label} | {secs:.1f} | {images / secs if 'metrics' not in label else float('nan'):.1f} |")
-    floor = forward + generation + metrics
-    print(f"\nfloor (forward + generation + metrics) {floor:.1f} s; embedding pass at "
-          f"{(forward + generation) / embed:.0%} of its floor; whole job at {floor / job:.0%} of its floor")
+    floor = forward + generation
+    print(f"\nembedding pass at {floor / embed:.0%} of its floor (generation + forward, {floor:.1f} s); whole job at "
+          f"{(floor + metrics) / job:.0%} of its floor ({floor + metrics:.1f} s, with the metrics); first batch "
+          f"(warm-up, untimed above) {warm_up:.1f} s")
+
+
+def prefetched(batches, threads: int | None):
+    """The ``batches`` iterator drawn one batch ahead in a background thread (with ``threads`` intra-op threads
+    of its own where given), so generation can overlap the forward pass."""
+    ahead, done = queue.Queue(maxsize=1), object()
+
+    def draw():
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            for item in batches:
+                ahead.put(item)
+        ahead.put(done)
+
+    worker = threading.Thread(target=draw, daemon=True)
+    worker.start()
+    while (item := ahead.get()) is not done:
+        yield item
+    worker.join()
+
+
+def overlap_table(model: str, n: int, device_arg: str, overrides: list[str], scales: int) -> None:
+    """``--overlap``: the embedding loop as the job runs it (generate, then forward, in turn) against generation
+    drawn one batch ahead in a thread, with the process's threads or with one of its own; scale by scale, the
+    three back to back, on the first ``scales`` scales of the paper's protocol at the tuned plan."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_job([*job_overrides(model, n, device_arg, tmp), *overrides])
+        device, precision = resolve_device(cfg.device), Precision.parse(cfg.embed.precision)
+        threads = configure_host(cfg.embed)
+        encoder = build(cfg.model).to(device)
+        mixture = mixture_for(cfg.mixture, encoder)
+        plan = tune_encoder(encoder, device, precision, cfg.embed, images=2 * n * 49, largest=n, cache_dir=None)
+        variants = {"in turn (the job's loop)": lambda it: it, "one batch ahead, in a thread": lambda it:
+                    prefetched(it, None), "one batch ahead, in a thread of 1 intra-op thread": lambda it:
+                    prefetched(it, 1)}
+        seconds = dict.fromkeys(variants, 0.0)
+        with plan_applied(encoder, plan):
+            for scale in [float(s) for s in cfg.mixture.scales][:scales]:
+                for label, wrap in variants.items():
+                    t0 = time.perf_counter()
+                    for split in Split:
+                        embed_batches(encoder, wrap(mixture.stream(scale, split, n, cfg.seed, plan.batch_size,
+                                                                   device)), n, device, precision, plan.channels_last)
+                    sync(device)
+                    seconds[label] += time.perf_counter() - t0
+                    torch.set_num_threads(threads)
+    images = 2 * n * scales
+    print(f"\nmixture=paper, first {scales} scales x {n} + {n} images = {images:,}, {model} (random init), "
+          f"{device_name(device)}, plan: batch {plan.batch_size} "
+          f"{'channels_last' if plan.channels_last else 'contiguous'}, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}\n")
+    print("| generation and forward | seconds | images/s | against in turn |\n|---|---:|---:|---:|")
+    first = next(iter(seconds.values()))
+    for label, secs in seconds.items():
+        print(f"| {label} | {secs:.1f} | {images / secs:.1f} | {first / secs:.2f}x |")
+
+
+def ab_table(model: str, n: int, device_arg: str, a: list[str], b: list[str], rounds: int) -> None:
+    """``--vs``: the protocol job as a whole process (``python -m synbench``), A and B in turn for ``rounds``
+    rounds, each run in a fresh output folder. Both read one tuning cache, tuned before the first round, so
+    neither pays the plan's search; compiling (where A or B compiles) is paid by every run, from an empty
+    inductor cache in the first round only (later rounds find its graphs on disk, as a sweep's later jobs do)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = job_overrides(model, n, device_arg, tmp)
+        tuning = [f"cache.tuning_dir={tmp}/tuning"]
+        cfg = compose_job([*base, *a])
+        device = resolve_device(cfg.device)
+        configure_host(cfg.embed)
+        tune_encoder(build(cfg.model).to(device), device, Precision.parse(cfg.embed.precision), cfg.embed,
+                     images=2 * n * len(cfg.mixture.scales), largest=n, cache_dir=cfg.cache.tuning_dir)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor"}  # cold at first
+        times = {"A": [], "B": []}
+        for r in range(rounds):
+            for label, variant in (("A", a), ("B", b)):
+                out = f"{tmp}/{label}{r}"
+                cmd = [sys.executable, "-m", "synbench", *base, f"paths.outputs={out}", *tuning, *variant]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                times[label].append(time.perf_counter() - t0)
+    print(f"\nmixture=paper ({len(cfg.mixture.scales)} scales x {n} + {n} images), {model} (random init), "
+          f"whole process (`python -m synbench`), {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}; A: {' '.join(a) or 'the defaults'}; B: {' '.join(b) or 'the defaults'}\n")
+    print("| round | A seconds | B seconds | A / B |\n|---:|---:|---:|---:|")
+    for r, (ta, tb) in enumerate(zip(times["A"], times["B"])):
+        print(f"| {r + 1} | {ta:.1f} | {tb:.1f} | {ta / tb:.2f} |")
+    ratios = sorted(ta / tb for ta, tb in zip(times["A"], times["B"]))
+    print(f"| median | {statistics.median(times['A']):.1f} | {statistics.median(times['B']):.1f} | "
+          f"{statistics.median(ratios):.2f} |")
 
 
 def main() -> None:
@@ -206,17 +322,29 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=None, help="raw-forward batches timed (default 20 / 6)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=[p.value for p in Precision])
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="the raw forward and the embedding pass compiled")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--tuning", default=None, help="comma-separated models: the default job, tuned vs fixed")
     p.add_argument("--fixed-batch", type=int, default=256, help="the fixed batch size --tuning compares against")
     p.add_argument("--protocol", default=None, help="a model: the whole job on mixture=paper against its floor")
     p.add_argument("--protocol-n", type=int, default=256, help="--protocol: train = test images per scale")
+    p.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                   help="--protocol: a config override for the job (repeatable), e.g. embed.compile=true")
+    p.add_argument("--vs", action="append", default=None, metavar="OVERRIDE",
+                   help="--protocol: time the job as a whole process against itself with these overrides (B)")
+    p.add_argument("--rounds", type=int, default=3, help="--vs: A/B rounds")
+    p.add_argument("--overlap", default=None, metavar="MODEL",
+                   help="generation in turn with the forward against drawn ahead in a thread (paper protocol)")
+    p.add_argument("--overlap-scales", type=int, default=10, help="--overlap: the protocol's first scales timed")
     args = p.parse_args()
     if args.tuning:
         return tuning_table(args.tuning.split(","), args.fixed_batch)
+    if args.overlap:
+        return overlap_table(args.overlap, args.protocol_n, args.device, args.set, args.overlap_scales)
+    if args.protocol and args.vs:
+        return ab_table(args.protocol, args.protocol_n, args.device, args.set, args.vs, args.rounds)
     if args.protocol:
-        return protocol_table(args.protocol, args.protocol_n, args.device)
+        return protocol_table(args.protocol, args.protocol_n, args.device, args.set)
 
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
@@ -232,25 +360,25 @@ def main() -> None:
         overrides = [f"model={args.model}" if (ROOT / "conf/model" / f"{args.model}.yaml").exists()
                      else "model=timm", f"model.name={args.model}", "model.pretrained=false",
                      f"mixture.scales=[{','.join(map(str, scales))}]", f"mixture.n_train={n}", f"mixture.n_test={n}",
-                     f"embed.batch_size={batch}", "embed.channels_last=false", f"embed.precision={args.precision}", f"embed.compile={args.compile}",
+                     f"embed.batch_size={batch}", "embed.channels_last=false", f"embed.precision={args.precision}",
+                     f"embed.compile={str(args.compile).lower()}",
                      f"device={device}", "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
                      "epsilon.grid=[0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9]",
                      f"metrics.synbench.thresholds={thresholds}"]
         cfg = compose_job(overrides)
 
+        configure_host(cfg.embed)
         encoder = build(cfg.model).to(device)
-        if args.compile:
-            encoder.backbone.compile()
-        images, secs = raw_forward(encoder, batch, device, precision, reps, warmup=3 if gpu else 2)
+        mixture = mixture_for(cfg.mixture, encoder)
+        with plan_applied(encoder, EmbedPlan(batch, False, compile=args.compile)):  # as the job's embedding pass
+            images, secs = raw_forward(encoder, batch, device, precision, reps, warmup=3 if gpu else 2)
+            emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, 0, batch, device,
+                                precision, progress=False)
+            sync(device)
         rows = [("raw forward", images, secs)]
         rows.append(("PGD step (forward + backward)", *pgd_steps(encoder, batch, device, precision,
                                                                  steps=10 if gpu else 2)))
-        rows += rmqm_paths(encoder, batch, device, precision, levels=10 if gpu else 3)
-
-        mixture = mixture_for(cfg.mixture, encoder)
-        emb = embed_mixture(encoder, mixture, scales, {Split.train: n, Split.test: n}, 0, batch, device, precision,
-                            progress=False)
-        sync(device)
+        rows += rmqm_paths(encoder, batch, device, precision, levels=10 if gpu else 3)  # eager, as the metrics
         rows.append(("embedding pass (generate + forward)", emb.images_embedded, emb.seconds))
 
         tracker_from(cfg).connect()  # create + migrate the throwaway store first: a user's store already exists

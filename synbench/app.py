@@ -16,7 +16,7 @@ from synbench.data import InputTransform, Split
 from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
-from synbench.encoders.tune import configure_threads, plan_applied, tune_encoder
+from synbench.encoders.tune import configure_host, plan_applied, tune_encoder
 from synbench.metrics import MetricInputs
 from synbench.probes import check_epsilons
 from synbench.runner import CONF_DIR, dataset_for, finished_before, results_kept, reuse_finished, run_in_hydra
@@ -48,7 +48,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         done = finished_before(cfg, tracker, config_hash)
         if done is not None:
             return reuse_finished(done, tracker, config_hash, output_dir)
-    configure_threads()
+    configure_host(cfg.embed)
     encoder = build(cfg.model).to(device)
     transform = (InputTransform.between(data.shape, encoder.input_shape, encoder.value_range, f"model {encoder.name!r}")
                  if data is not None else None)

@@ -24,7 +24,7 @@ from synbench.data import InputTransform, LabelledDataset, Split
 from synbench.encoders import Precision, embed_dataset, embed_mixture
 from synbench.encoders.cache import EmbeddingCache
 from synbench.encoders.embed import mixture_for
-from synbench.encoders.tune import configure_threads, plan_applied, tune_encoder
+from synbench.encoders.tune import configure_host, plan_applied, tune_encoder
 from synbench.metrics.model_comparison import ComparisonSettings, check_embeddings, compare_embeddings
 from synbench.runner import CONF_DIR, check_overrides, finished_before, results_kept, reuse_finished, run_in_hydra
 from synbench.tracking.comparison import log_comparison, pair_label, write_comparison
@@ -123,7 +123,7 @@ def run(cfg: DictConfig, output_dir: str | Path, hydra_dir: str | Path | None = 
         done = finished_before(cfg, tracker, config_hash, kinds=("comparison",))
         if done is not None:
             return reuse_finished(done, tracker, config_hash, output_dir, "model comparison")
-    configure_threads()
+    configure_host(cfg.embed)
     embeddings, models = embed_models(cfg, device, precision, data)
 
     tags = {"synbench.kind": "comparison", "synbench.config_hash": config_hash,

@@ -246,12 +246,14 @@ class TrackingConf:
 class EmbedConf:
     batch_size: Any = MISSING  # auto (timed on the job's model and device) | a positive integer
     precision: str = MISSING  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    compile: bool = MISSING
+    compile: Any = MISSING  # auto (timed where the job is long enough) | true | false
     channels_last: Any = MISSING  # auto (timed) | true | false
     tune_batches: list[int] = MISSING  # candidate batch sizes for auto, tried in increasing order
     tune_max_pass_seconds: float = MISSING  # a candidate whose one pass takes longer ends the search
     tune_min_seconds: float = MISSING  # timed seconds per candidate (after one warm-up pass)
     tune_budget: float = MISSING  # the search stops past this fraction of the projected embedding time
+    tune_compile_min_seconds: float = MISSING  # compile=auto tries torch.compile only above this projected time
+    keep_freed_memory: bool = MISSING  # glibc keeps freed blocks for reuse (no page faults between passes)
 
 
 @dataclass
@@ -377,11 +379,12 @@ def check_config(cfg: DictConfig) -> None:
     if emb.batch_size != "auto" and not (isinstance(emb.batch_size, int) and not isinstance(emb.batch_size, bool)
                                          and emb.batch_size > 0):
         raise ValueError(f"embed.batch_size={emb.batch_size!r} must be a positive integer or auto")
-    if emb.channels_last not in ("auto", True, False):
-        raise ValueError(f"embed.channels_last={emb.channels_last!r} must be true, false or auto")
+    for key in ("channels_last", "compile"):
+        if emb[key] not in ("auto", True, False):
+            raise ValueError(f"embed.{key}={emb[key]!r} must be true, false or auto")
     if not emb.tune_batches or any(int(b) <= 0 for b in emb.tune_batches):
         raise ValueError(f"embed.tune_batches={list(emb.tune_batches)} must be a non-empty list of positive integers")
-    for key in ("tune_max_pass_seconds", "tune_min_seconds", "tune_budget"):
+    for key in ("tune_max_pass_seconds", "tune_min_seconds", "tune_budget", "tune_compile_min_seconds"):
         if not emb[key] > 0:
             raise ValueError(f"embed.{key}={emb[key]} must be > 0")
     if not cfg.metrics:
@@ -431,7 +434,8 @@ def _missing(node, prefix: str) -> list[str]:
 # Keys that change where or how fast a job runs, never what it computes: left out of the job's identity hash.
 NON_IDENTITY_KEYS = ("paths", "tracking", "cache", "device", "progress", "resume", "embed.batch_size", "embed.compile",
                      "embed.channels_last", "embed.tune_batches", "embed.tune_max_pass_seconds",
-                     "embed.tune_min_seconds", "embed.tune_budget")
+                     "embed.tune_min_seconds", "embed.tune_budget", "embed.tune_compile_min_seconds",
+                     "embed.keep_freed_memory")
 
 
 def resolved(cfg: DictConfig) -> dict:

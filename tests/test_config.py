@@ -57,6 +57,8 @@ def test_wrong_types_and_unknown_keys_fail_at_compose(tmp_path, override):
     ("embed.batch_size=1.5", "embed.batch_size=1.5"),
     ("embed.batch_size=fast", "embed.batch_size='fast'"),
     ("embed.channels_last=maybe", "embed.channels_last='maybe' must be true, false or auto"),
+    ("embed.compile=fast", "embed.compile='fast' must be true, false or auto"),
+    ("embed.tune_compile_min_seconds=0", "embed.tune_compile_min_seconds=0"),
     ("embed.tune_batches=[]", "embed.tune_batches=[]"),
     ("embed.tune_min_seconds=0", "embed.tune_min_seconds=0"),
     ("embed.tune_budget=-1", "embed.tune_budget=-1"),

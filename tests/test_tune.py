@@ -21,9 +21,10 @@ def encoder():
 
 
 def plan(enc, cache_dir=None, batch_size="auto", channels_last="auto", batches=(4, 8, 16, 32), max_pass=10.0,
-         budget=1e9, largest=10**6):
+         budget=1e9, largest=10**6, images=1000, compile=False, compile_min_seconds=600.0):
     return tune.plan_embedding(enc, CPU, Precision.fp32, batch_size, channels_last, list(batches), max_pass, 0.01,
-                               budget, images=1000, largest=largest, cache_dir=cache_dir)
+                               budget, images=images, largest=largest, cache_dir=cache_dir, compile=compile,
+                               compile_min_seconds=compile_min_seconds)
 
 
 def fake_rates(monkeypatch, rates, seconds_per_image=0.0):
@@ -105,6 +106,130 @@ def test_the_cache_is_reused_and_a_corrupt_entry_is_a_miss(monkeypatch, tmp_path
     assert redo.source == "tuned" and json.loads(entry.read_text())["batch_size"] == redo.batch_size
 
 
+def fake_compile(monkeypatch, seconds, rate):
+    """Replace the compile trial: ``(seconds, rate)``; records each call."""
+    calls = []
+
+    def fake(enc, p, device, dtype, min_seconds):
+        calls.append((p.batch_size, p.channels_last))
+        return (seconds, rate)
+
+    monkeypatch.setattr(tune, "_time_compiled", fake)
+    return calls
+
+
+def test_compile_is_kept_only_where_its_compile_time_is_repaid(monkeypatch, tmp_path):
+    rates = {(b, cl): (100.0 if (b, cl) == (8, True) else 10.0) for b in (4, 8) for cl in (False, True)}
+    fake_rates(monkeypatch, rates)
+    calls = fake_compile(monkeypatch, seconds=30.0, rate=125.0)
+    # 10^5 images: eager 1000 s, compiled 30 + 800 s: kept, timed at the eager plan's batch and layout
+    p = plan(encoder(), tmp_path, batches=(4, 8), images=10**5, compile="auto")
+    assert calls == [(8, True)] and p.compile and p.compile_trial == (30.0, 125.0)
+    assert p.params()["embed.tuned.compile"] is True and p.replay.endswith("embed.compile=true")
+    # the sweep's next job reads the trial from the cache and decides for its own size, timing nothing
+    fake_rates(monkeypatch, {})
+    again = plan(encoder(), tmp_path, batches=(4, 8), images=2 * 10**5, compile="auto")
+    assert again.source == "cache" and again.compile and calls == [(8, True)]
+    # 7 * 10^4 images: eager 700 s against 30 + 560 s compiled; 10^4 images (threshold lowered to 1 s): eager
+    # 100 s against 30 + 80 s, so the compile time is not repaid
+    assert plan(encoder(), tmp_path, batches=(4, 8), images=7 * 10**4, compile="auto").compile
+    assert not plan(encoder(), tmp_path, batches=(4, 8), images=10**4, compile="auto", compile_min_seconds=1).compile
+    # 5 * 10^4 images would gain (30 + 400 s against 500 s) but project under 600 s: a short job stays eager,
+    # whatever longer jobs stored before it
+    assert not plan(encoder(), tmp_path, batches=(4, 8), images=5 * 10**4, compile="auto").compile
+    assert calls == [(8, True)]
+
+
+def test_compile_is_not_tried_for_short_jobs_and_explicit_values_win(monkeypatch, tmp_path):
+    fake_rates(monkeypatch, {(b, cl): 100.0 for b in (4, 8) for cl in (False, True)})
+    calls = fake_compile(monkeypatch, seconds=0.0, rate=1e9)  # compiling would win by far, were it tried
+    assert not plan(encoder(), tmp_path, batches=(4, 8), images=59_999, compile="auto").compile
+    assert calls == []  # 600 s of eager embedding projected is the threshold: 59,999 images at 100/s are below
+    assert plan(encoder(), tmp_path, batches=(4, 8), images=10, compile=True).compile and calls == []
+    assert not plan(encoder(), tmp_path, batches=(4, 8), images=10**7, compile=False).compile and calls == []
+    assert not plan(encoder(), tmp_path, batch_size=8, channels_last=True, images=10**7, compile="auto").compile
+
+
+def test_a_compiler_failure_leaves_the_plan_eager(monkeypatch, tmp_path):
+    fake_rates(monkeypatch, {(b, cl): 10.0 for b in (4, 8) for cl in (False, True)})
+
+    def broken(module, dynamic):
+        raise RuntimeError("no C++ compiler\nmore detail")
+
+    monkeypatch.setattr(tune.torch, "compile", broken)
+    enc = encoder()
+    p = plan(enc, tmp_path, batches=(4, 8), images=10**5, compile="auto")
+    assert not p.compile and p.compile_trial[1] == 0.0 and not enc.compiled
+    [entry] = list(tmp_path.iterdir())
+    assert json.loads(entry.read_text())["compile_trial"] == [None, 0.0]  # stored: not tried again
+    fake_rates(monkeypatch, {})
+    assert not plan(enc, tmp_path, batches=(4, 8), images=10**6, compile="auto").compile
+
+
+@pytest.mark.slow
+def test_a_compiled_plan_runs_the_embedding_pass_only_and_keys_the_cache(tmp_path):
+    """Real torch.compile (inductor) of test_vit: the pass runs compiled, its features are keyed apart from the
+    eager ones, the model is eager again after the pass, and the compiled pass repeats its own bits."""
+    from synbench.data import GaussianMixture, Split
+    from synbench.encoders import embed_mixture
+    from synbench.encoders.cache import EmbeddingCache
+
+    enc = encoder()
+    mixture = GaussianMixture(shape=enc.input_shape, prior=0.5, noise_std=0.2, mean=0.5, direction="ones",
+                              direction_seed=0, lowfreq_res=4, chunk_size=16)
+    n = {Split.train: 16, Split.test: 16}
+    cache = EmbeddingCache(tmp_path)
+
+    def features(compile, cache=None):
+        with tune.plan_applied(enc, tune.EmbedPlan(8, False, compile=compile)):
+            assert enc.compiled is compile
+            emb = embed_mixture(enc, mixture, [1.0], n, 0, 8, CPU, Precision.fp32, False, cache, progress=False)
+        assert not enc.compiled
+        return emb
+
+    eager = features(False, cache)
+    compiled = features(True, cache)
+    assert compiled.images_embedded == eager.images_embedded == 32  # the eager entry is not served
+    assert torch.allclose(compiled.z[Split.train], eager.z[Split.train], atol=1e-4)
+    assert torch.equal(features(True).z[Split.train], compiled.z[Split.train])
+    assert features(True, cache).images_embedded == 0  # its own entry is
+
+
+ALLOCATOR = """
+import resource, sys, torch
+from synbench.encoders import tune
+print(tune.configure_allocator(sys.argv[1] == "keep"))
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3)).eval()
+x = torch.randn(8, 3, 224, 224)
+with torch.inference_mode():
+    for _ in range(6):  # the heap settles at the passes' size (one output kept while the next is made)
+        out = net(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        out = net(x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_kept_freed_memory_ends_the_page_faults_and_changes_no_bit(tmp_path):
+    """Each pass's 25 MB activations: glibc maps and unmaps them by default (thousands of page faults a pass);
+    kept, the passes after the first fault almost nothing in. The outputs are the same bits."""
+    import subprocess
+    import sys
+
+    runs = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", ALLOCATOR, mode, str(tmp_path / mode)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        runs[mode] = (out[0] == "True", int(out[1]))
+    assert runs["keep"][0] and not runs["default"][0]
+    assert runs["default"][1] > 5 * 5000  # 5 passes x (25 MB + 12 MB) / 4 KiB pages, mapped afresh
+    assert runs["keep"][1] < runs["default"][1] / 20
+    assert torch.equal(torch.load(tmp_path / "keep"), torch.load(tmp_path / "default"))
+
+
 def test_threads_follow_omp_num_threads_when_set(monkeypatch):
     assert tune.physical_cores() >= 1
     before = torch.get_num_threads()
@@ -176,7 +301,7 @@ def test_a_logged_plan_replays_to_the_bit_and_the_cache_never_serves_another_pla
                                 f"cache.dir={tmp_path / 'cache_a'}", f"cache.tuning_dir={tmp_path / 'tuning_a'}"),
                     tmp_path / "a")
     replay = tuned["embed_plan"]["embed.tuned.replay"]
-    assert replay == "embed.batch_size=8 embed.channels_last=true"
+    assert replay == "embed.batch_size=8 embed.channels_last=true embed.compile=false"
     # elsewhere (a fresh cache, no tuning cache), with the logged overrides: the same bytes
     again = app.run(cfg_factory(*common, *replay.split(), f"cache.dir={tmp_path / 'cache_b'}"), tmp_path / "b")
     assert again["images_embedded"] > 0 and again["scalars"] == tuned["scalars"]
@@ -186,3 +311,25 @@ def test_a_logged_plan_replays_to_the_bit_and_the_cache_never_serves_another_pla
     assert other["images_embedded"] == tuned["images_embedded"] > 0
     same = app.run(cfg_factory(*common, *replay.split(), f"cache.dir={tmp_path / 'cache_a'}"), tmp_path / "d")
     assert same["images_embedded"] == 0 and same["scalars"] == tuned["scalars"]
+
+
+@pytest.mark.slow
+def test_a_compiled_plan_is_logged_and_replays_to_the_bit(cfg_factory, tmp_path, monkeypatch):
+    """The tuner picks compile (a faked trial; the job compiles for real): the run logs it, its replay overrides
+    compile again elsewhere and give the same bytes, and the eager plan's cache entries are not served to it."""
+    fake_rates(monkeypatch, {(b, cl): (30.0 if (b, cl) == (8, False) else 10.0) for b in (4, 8, 16)
+                             for cl in (False, True)})
+    fake_compile(monkeypatch, seconds=0.0, rate=1e6)
+    common = ["embed.tune_batches=[4,8,16]", "tracking.experiment=compiled", "cache.enabled=true"]
+    tuned = app.run(cfg_factory(*common, "embed.batch_size=auto", "embed.channels_last=auto", "embed.compile=auto",
+                                "embed.tune_compile_min_seconds=1e-9", f"cache.dir={tmp_path / 'cache_a'}",
+                                f"cache.tuning_dir={tmp_path / 'tuning_a'}"), tmp_path / "a")
+    plan = tuned["embed_plan"]
+    assert plan["embed.tuned.compile"] is True
+    assert plan["embed.tuned.replay"] == "embed.batch_size=8 embed.channels_last=false embed.compile=true"
+    again = app.run(cfg_factory(*common, *plan["embed.tuned.replay"].split(), f"cache.dir={tmp_path / 'cache_b'}"),
+                    tmp_path / "b")
+    assert again["images_embedded"] > 0 and again["scalars"] == tuned["scalars"]
+    eager = app.run(cfg_factory(*common, "embed.batch_size=8", "embed.channels_last=false", "embed.compile=false",
+                                f"cache.dir={tmp_path / 'cache_a'}"), tmp_path / "c")
+    assert eager["images_embedded"] == tuned["images_embedded"] > 0

@@ -10,6 +10,7 @@ paths (robustness bound, RMQM) differentiate from raw-input space through the wh
 from __future__ import annotations
 
 import re
+import sys
 from enum import Enum
 
 import torch
@@ -109,6 +110,13 @@ class Encoder(nn.Module):
     @property
     def name(self) -> str:
         return str(self.identity.get("name", type(self.backbone).__name__))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the backbone runs ``torch.compile``'d now (an embedding plan's pass): other kernels compute other
+        last bits, so the embedding cache keys it."""
+        eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # never imported: nothing was compiled
+        return eval_frame is not None and isinstance(self.backbone, eval_frame.OptimizedModule)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone((pixels - self.mean) / self.std)

@@ -127,7 +127,8 @@ def embed_dataset(encoder: Encoder, data: LabelledDataset, transform: InputTrans
     z, y, embedded = {}, {}, 0
     for split in bar(splits, f"embed {data.name}", "split", progress, leave=True):
         key = {"encoder": encoder.identity, "data": data.split_digest[split], "n": data.count(split),
-               "transform": transform.describe(), **runtime_key(device, precision, batch_size, channels_last)}
+               "transform": transform.describe(),
+               **runtime_key(encoder, device, precision, batch_size, channels_last)}
         hit = cache.get(key, device) if cache is not None else None
         if hit is None:
             (hz, hy), batch_size = with_backoff(
@@ -161,13 +162,16 @@ def cache_key(encoder: Encoder, mixture: GaussianMixture, scale: float, n: dict[
         "scale": float(scale),
         "n": {split.value: int(count) for split, count in n.items()},
         "seed": int(seed),
-        **runtime_key(device, precision, batch_size, channels_last),
+        **runtime_key(encoder, device, precision, batch_size, channels_last),
     }
 
 
-def runtime_key(device: torch.device, precision: Precision, batch_size: int, channels_last: bool) -> dict:
+def runtime_key(encoder: Encoder, device: torch.device, precision: Precision, batch_size: int,
+                channels_last: bool) -> dict:
     """What, besides model and data, changes features in their last bits: device kind, autocast, torch, and the
-    embedding plan (another batch size or layout runs other kernels), so a cache entry never serves another's."""
+    embedding plan (another batch size, layout or compilation runs other kernels), so a cache entry never serves
+    another's."""
     dtype = precision.autocast_dtype(device)
-    return {"device": device.type, "autocast": str(dtype) if dtype else "fp32", "torch": torch.__version__.split("+")[0],
-            "plan": {"batch_size": int(batch_size), "channels_last": bool(channels_last)}}
+    return {"device": device.type, "autocast": str(dtype) if dtype else "fp32",
+            "torch": torch.__version__.split("+")[0],
+            "plan": {"batch_size": int(batch_size), "channels_last": bool(channels_last), "compiled": encoder.compiled}}
