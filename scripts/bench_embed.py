@@ -7,6 +7,7 @@
     python scripts/bench_embed.py --protocol mobilenetv2_050        # mixture=paper, n = 256: job vs its floor
     python scripts/bench_embed.py --protocol mobilenetv2_050 --vs embed.keep_freed_memory=false  # A/B, whole process
     python scripts/bench_embed.py --overlap mobilenetv2_050         # generation drawn ahead in a thread, or not
+    python scripts/bench_embed.py --allocator mobilenetv2_050       # the bare forward: freed memory given back or kept
 
 Random-init weights (no download needed). Prints a Markdown table; --json writes the rows too.
 The job row is the whole ``synbench.app.run`` (model build, data generation, forward, probes, score,
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import queue
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +43,8 @@ from synbench.config import build, resolve_device  # noqa: E402
 from synbench.data import Split  # noqa: E402
 from synbench.encoders import Precision, autocast, embed_mixture  # noqa: E402
 from synbench.encoders.embed import embed_batches, mixture_for  # noqa: E402
-from synbench.encoders.tune import EmbedPlan, configure_host, device_name, plan_applied, tune_encoder  # noqa: E402
+from synbench.encoders.tune import (EmbedPlan, apply_layout, configure_allocator, configure_host,  # noqa: E402
+                                   configure_threads, device_name, plan_applied, tune_encoder)
 from synbench.metrics.rmqm import RMQM  # noqa: E402
 from synbench.tracking.sweep import tracker_from  # noqa: E402
 
@@ -279,6 +282,47 @@ def overlap_table(model: str, n: int, device_arg: str, overrides: list[str], sca
         print(f"| {label} | {secs:.1f} | {images / secs:.1f} | {first / secs:.2f}x |")
 
 
+def allocator_child(model: str, mode: str, images: int, batch: int) -> None:
+    """``--allocator`` in one process: the bare forward of ``images`` images (one resident batch, channels_last)
+    with freed memory given back or kept; prints its wall, user and system seconds and minor page faults."""
+    configure_allocator(mode == "kept")
+    configure_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder = build(compose_job(job_overrides(model, 1, "cpu", tmp)).model)
+    apply_layout(encoder, True)
+    x = torch.rand((batch, *encoder.input_shape)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(6):  # the heap settles at the passes' size
+            encoder(x)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for _ in range(images // batch):
+            encoder(x)
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"wall": wall, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
+                      "faults": r1.ru_minflt - r0.ru_minflt}))
+
+
+def allocator_table(model: str, images: int, batch: int, rounds: int) -> None:
+    """``--allocator``: the bare forward on the CPU with glibc giving freed memory back to the kernel (its
+    default) and with it kept (``embed.keep_freed_memory``), each in a fresh process, in turn for ``rounds``."""
+    runs = {"given back": [], "kept": []}
+    for _ in range(rounds):
+        for mode in runs:
+            out = subprocess.run([sys.executable, __file__, "--allocator", model, "--allocator-child", mode,
+                                  "--allocator-images", str(images), "--batch-size", str(batch)],
+                                 check=True, capture_output=True, text=True).stdout
+            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"\n{model} (random init), bare forward of {images:,} images (batch {batch}, channels_last, one resident "
+          f"batch), {device_name(torch.device('cpu'))}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; "
+          f"median of {rounds} processes each, in turn\n")
+    print("| freed memory | wall seconds | user seconds | system seconds | minor page faults per image | "
+          "images/s |\n|---|---:|---:|---:|---:|---:|")
+    for mode, rows in runs.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"| {mode} | {med['wall']:.2f} | {med['user']:.2f} | {med['sys']:.2f} | {med['faults'] / images:,.0f} "
+              f"| {images / med['wall']:.1f} |")
+
+
 def ab_table(model: str, n: int, device_arg: str, a: list[str], b: list[str], rounds: int) -> None:
     """``--vs``: the protocol job as a whole process (``python -m synbench``), A and B in turn for ``rounds``
     rounds, each run in a fresh output folder. Both read one tuning cache, tuned before the first round, so
@@ -336,9 +380,17 @@ def main() -> None:
     p.add_argument("--overlap", default=None, metavar="MODEL",
                    help="generation in turn with the forward against drawn ahead in a thread (paper protocol)")
     p.add_argument("--overlap-scales", type=int, default=10, help="--overlap: the protocol's first scales timed")
+    p.add_argument("--allocator", default=None, metavar="MODEL",
+                   help="the bare CPU forward with freed memory given back to the kernel and kept, in turn")
+    p.add_argument("--allocator-images", type=int, default=1024, help="--allocator: images per process")
+    p.add_argument("--allocator-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.tuning:
         return tuning_table(args.tuning.split(","), args.fixed_batch)
+    if args.allocator and args.allocator_child:
+        return allocator_child(args.allocator, args.allocator_child, args.allocator_images, args.batch_size or 8)
+    if args.allocator:
+        return allocator_table(args.allocator, args.allocator_images, args.batch_size or 8, args.rounds)
     if args.overlap:
         return overlap_table(args.overlap, args.protocol_n, args.device, args.set, args.overlap_scales)
     if args.protocol and args.vs:

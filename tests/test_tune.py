@@ -225,8 +225,10 @@ def test_kept_freed_memory_ends_the_page_faults_and_changes_no_bit(tmp_path):
                              text=True, check=True).stdout.split()
         runs[mode] = (out[0] == "True", int(out[1]))
     assert runs["keep"][0] and not runs["default"][0]
-    assert runs["default"][1] > 5 * 5000  # 5 passes x (25 MB + 12 MB) / 4 KiB pages, mapped afresh
-    assert runs["keep"][1] < runs["default"][1] / 20
+    # the 5 passes allocate 5 x (25 + 12) MB, about 45,000 pages: by default glibc maps many of them afresh (how
+    # many depends on its adaptive threshold: 18,000 to 43,000 seen); kept, next to none (0 to 111 seen)
+    assert runs["default"][1] > 5000
+    assert runs["keep"][1] < 500
     assert torch.equal(torch.load(tmp_path / "keep"), torch.load(tmp_path / "default"))
 
 
