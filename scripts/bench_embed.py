@@ -107,6 +107,12 @@ def rmqm_paths(encoder, batch, device, precision, levels):
     return rows
 
 
+def model_overrides(model: str) -> list[str]:
+    """``model`` at random init: its own config group entry where conf/model has one, else timm's by name."""
+    return [f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists() else "model=timm",
+            f"model.name={model}", "model.pretrained=false"]
+
+
 def compose_job(overrides: list[str]):
     with initialize_config_dir(config_dir=runner.CONF_DIR, version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -132,10 +138,8 @@ def tuning_table(models: list[str], fixed_batch: int) -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     knobs = ([f"embed.batch_size={fixed_batch}", "embed.channels_last=false"] if mode == "fixed"
                              else ["embed.batch_size=auto", "embed.channels_last=auto"])
-                    cfg = compose_job([f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists()
-                                       else "model=timm", f"model.name={model}", "model.pretrained=false",
-                                       "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
-                                       f"cache.tuning_dir={tuning}", *knobs])
+                    cfg = compose_job([*model_overrides(model), "cache.enabled=false", "progress=false",
+                                       f"paths.outputs={tmp}", f"cache.tuning_dir={tuning}", *knobs])
                     tracker_from(cfg).connect()
                     t0 = time.perf_counter()
                     summary = app.run(cfg, Path(tmp) / "job")
@@ -153,10 +157,9 @@ def tuning_table(models: list[str], fixed_batch: int) -> None:
 
 def job_overrides(model: str, n: int, device_arg: str, outputs: str) -> list[str]:
     """The paper's protocol (``mixture=paper``, 49 scales) at ``n`` train + ``n`` test images per scale."""
-    return [f"model={model}" if (ROOT / "conf/model" / f"{model}.yaml").exists() else "model=timm",
-            f"model.name={model}", "model.pretrained=false", "mixture=paper", f"mixture.n_train={n}",
-            f"mixture.n_test={n}", "cache.enabled=false", "progress=false", f"paths.outputs={outputs}",
-            f"device={device_arg}", f"cache.tuning_dir={outputs}/tuning"]
+    return [*model_overrides(model), "mixture=paper", f"mixture.n_train={n}", f"mixture.n_test={n}",
+            "cache.enabled=false", "progress=false", f"paths.outputs={outputs}", f"device={device_arg}",
+            f"cache.tuning_dir={outputs}/tuning"]
 
 
 def protocol_table(model: str, n: int, device_arg: str, overrides: list[str]) -> None:
@@ -330,7 +333,6 @@ def ab_table(model: str, n: int, device_arg: str, a: list[str], b: list[str], ro
     inductor cache in the first round only (later rounds find its graphs on disk, as a sweep's later jobs do)."""
     with tempfile.TemporaryDirectory() as tmp:
         base = job_overrides(model, n, device_arg, tmp)
-        tuning = [f"cache.tuning_dir={tmp}/tuning"]
         cfg = compose_job([*base, *a])
         device = resolve_device(cfg.device)
         configure_host(cfg.embed)
@@ -341,7 +343,7 @@ def ab_table(model: str, n: int, device_arg: str, a: list[str], b: list[str], ro
         for r in range(rounds):
             for label, variant in (("A", a), ("B", b)):
                 out = f"{tmp}/{label}{r}"
-                cmd = [sys.executable, "-m", "synbench", *base, f"paths.outputs={out}", *tuning, *variant]
+                cmd = [sys.executable, "-m", "synbench", *base, f"paths.outputs={out}", *variant]
                 t0 = time.perf_counter()
                 subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -409,9 +411,8 @@ def main() -> None:
     thresholds = "[0.6,0.7]" if max(scales) < 2.5 else "[0.6,0.7,0.99]"
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"model={args.model}" if (ROOT / "conf/model" / f"{args.model}.yaml").exists()
-                     else "model=timm", f"model.name={args.model}", "model.pretrained=false",
-                     f"mixture.scales=[{','.join(map(str, scales))}]", f"mixture.n_train={n}", f"mixture.n_test={n}",
+        overrides = [*model_overrides(args.model), f"mixture.scales=[{','.join(map(str, scales))}]",
+                     f"mixture.n_train={n}", f"mixture.n_test={n}",
                      f"embed.batch_size={batch}", "embed.channels_last=false", f"embed.precision={args.precision}",
                      f"embed.compile={str(args.compile).lower()}",
                      f"device={device}", "cache.enabled=false", "progress=false", f"paths.outputs={tmp}",
